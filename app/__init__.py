@@ -1,0 +1,52 @@
+"""The gateway: Flask app factory with the flask-smorest API, worker endpoints and dashboard."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, request
+from flask_smorest import Api
+
+from app.api import load_blueprints
+from app.errors import ApiError, register_error_handlers
+from waorch import settings
+
+
+def create_app(overrides: dict | None = None) -> Flask:
+    """Build the gateway app; settings come from the environment."""
+    conf = settings.get()
+    app = Flask(__name__)
+    app.config.update(
+        API_TITLE="waorch",
+        API_VERSION="v1",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/api",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="/docs",
+        OPENAPI_SWAGGER_UI_URL="/api/docs-assets/",
+        MAX_CONTENT_LENGTH=conf.max_body,
+        JSON_SORT_KEYS=False,
+        API_SPEC_OPTIONS={
+            "components": {"securitySchemes": {
+                "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                "Bearer": {"type": "http", "scheme": "bearer"},
+            }},
+            "security": [{"ApiKey": []}, {"Bearer": []}],
+        },
+    )
+    if overrides:
+        app.config.update(overrides)
+    logging.basicConfig(level=conf.log_level)
+    register_error_handlers(app)
+
+    @app.before_request
+    def _json_only():
+        # 415 for bodies that are not JSON, on every endpoint that takes one
+        if request.method in ("POST", "PUT", "PATCH") and request.content_length:
+            if not request.is_json:
+                raise ApiError(415, "unsupported_media_type", "send application/json")
+
+    api = Api(app)
+    for blueprint in load_blueprints():
+        api.register_blueprint(blueprint)
+    return app

@@ -1,0 +1,1 @@
+"""The `waorch` command: one small module per subcommand (waorch/cli/<name>.py)."""

@@ -1,0 +1,111 @@
+"""Redis key names: the vocabulary of SPEC section 8, plus waorch's own (docs/redis-keys.md).
+
+waorch targets one Redis primary (AOF on in production). Scripts such as proxy allocation read
+global sets and message keys together with session keys, so no hash tags are used: Redis Cluster
+is not supported, by choice.
+"""
+
+from __future__ import annotations
+
+# --- seed vocabulary -------------------------------------------------------------------------
+SESSIONS_ACTIVE = "sessions:active"  # SET of session ids that should be running
+PROXIES_AVAILABLE = "proxies:available"  # SET of proxy urls with a free slot and status OK
+PROXIES_ALL = "proxies:all"  # SET of every known proxy url
+
+
+def session_queue(phone: str) -> str:
+    """LIST of routed message ids waiting for a send slot (FIFO)."""
+    return f"queue:session:{phone}"
+
+
+def session(session_id: str) -> str:
+    """HASH: the session record."""
+    return f"session:{session_id}"
+
+
+def session_outbox(session_id: str) -> str:
+    """ZSET msg id -> unix time from which it may be claimed."""
+    return f"session:outbox:{session_id}"
+
+
+def phone_proxy(phone: str) -> str:
+    return f"phone:proxy:{phone}"
+
+
+def proxy_counter(url: str) -> str:
+    return f"counter:proxy:{url}"
+
+
+def proxy_status(url: str) -> str:
+    return f"proxy:status:{url}"
+
+
+def session_qr(session_id: str) -> str:
+    return f"session:qr:{session_id}"
+
+
+def session_status(session_id: str) -> str:
+    return f"session:status:{session_id}"
+
+
+def session_events(session_id: str) -> str:
+    """Capped LIST of recent worker events (JSON)."""
+    return f"session:events:{session_id}"
+
+
+# --- waorch's own ----------------------------------------------------------------------------
+SESSIONS_ALL = "sessions:all"  # SET of every session id (desired or not)
+
+
+def session_by_phone(phone: str) -> str:
+    return f"session:by_phone:{phone}"
+
+
+def session_leases(session_id: str) -> str:
+    """ZSET msg id -> lease expiry (unix time) of claimed messages."""
+    return f"session:leases:{session_id}"
+
+
+def session_pacing(session_id: str) -> str:
+    """HASH: next_slot (reservation pointer), next_claim (earliest next send), sent counters."""
+    return f"session:pacing:{session_id}"
+
+
+def message(msg_id: str) -> str:
+    """HASH: the message record."""
+    return f"msg:{msg_id}"
+
+
+def message_history(msg_id: str) -> str:
+    """LIST of JSON transitions {status, at, detail}."""
+    return f"msg:history:{msg_id}"
+
+
+def tenant_messages(tenant: str) -> str:
+    """ZSET msg id -> created_at, for listing a tenant's messages."""
+    return f"messages:tenant:{tenant}"
+
+
+MESSAGES_ALL = "messages:all"  # ZSET msg id -> created_at
+MESSAGES_UNROUTED = "messages:unrouted"  # ZSET msg id -> time it entered queued (recovery sweep)
+
+
+def idempotency(tenant: str, key: str) -> str:
+    return f"idem:{tenant}:{key}"
+
+
+def api_key(key_hash: str) -> str:
+    """HASH: tenant, scopes, label, created_at of one API key (by its SHA-256)."""
+    return f"apikey:{key_hash}"
+
+
+APIKEYS_ALL = "apikeys:all"  # SET of key hashes
+TENANTS = "tenants:all"  # SET of tenant names
+
+
+def rate_bucket(tenant: str) -> str:
+    return f"ratelimit:{tenant}"
+
+
+def webhook_nonce(session_id: str, signature: str) -> str:
+    return f"webhook:nonce:{session_id}:{signature}"

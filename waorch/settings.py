@@ -1,0 +1,136 @@
+"""All configuration, read from environment variables (documented in docs/configuration.md)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from functools import lru_cache
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Setting:
+    env: str
+    default: str
+    doc: str
+
+
+# One table: the docs (docs/configuration.md) are generated from it by `waorch settings`.
+SETTINGS: tuple[Setting, ...] = (
+    Setting("REDIS_URL", "redis://127.0.0.1:6379/0", "Redis for state, pacing and the Celery broker."),
+    Setting("WAORCH_STATE_DIR", ".waorch", "Where `waorch run` keeps its files (run.json, logs)."),
+    Setting("WAORCH_DATA_DIR", ".waorch/data", "Session data volumes (`<dir>/sessions/<id>`)."),
+    Setting("WAORCH_BIND", "127.0.0.1", "Address the gateway listens on."),
+    Setting("WAORCH_PORT", "8080", "Gateway port."),
+    Setting("WAORCH_PUBLIC_URL", "", "URL workers use to reach the gateway (default http://BIND:PORT)."),
+    Setting("WAORCH_GATEWAY_WORKERS", "2", "gunicorn worker processes for the gateway (gevent)."),
+    Setting("WAORCH_RUNNER", "process", "Session runner: `process` or `docker`."),
+    Setting("WAORCH_WORKER_IMAGE", "waorch-worker:latest", "Image the docker runner starts."),
+    Setting("WAORCH_DOCKER_NETWORK", "host", "network_mode for session containers (docker runner)."),
+    Setting("DOCKER_HOST", "", "Engine API address for the docker runner (SDK default when empty)."),
+    Setting("WAORCH_TRANSPORT", "sim", "Transport given to session workers: `sim` or `neonize`."),
+    Setting("WAORCH_SIM_URL", "", "Simulator HTTP API (set by `waorch run`)."),
+    Setting("WAORCH_SIM_WIRE", "", "Simulator wire address host:port (set by `waorch run`)."),
+    Setting("WAORCH_RATE_LIMIT", "50", "Global accepted sends per second per tenant (token bucket)."),
+    Setting("WAORCH_RATE_BURST", "200", "Token bucket size of the global rate limit."),
+    Setting("WAORCH_MAX_BODY", "2097152", "Largest accepted request body in bytes (413 above)."),
+    Setting("WAORCH_BATCH_MAX", "1000", "Most messages in one POST /api/send/batch."),
+    Setting("WAORCH_IDEMPOTENCY_TTL", "86400", "Seconds an Idempotency-Key is remembered."),
+    Setting("WAORCH_LEASE_SECONDS", "60", "How long a claimed message stays leased to its worker."),
+    Setting("WAORCH_CLAIM_WAIT", "25", "Longest long-poll of the claim endpoint, seconds."),
+    Setting("WAORCH_MAX_ATTEMPTS", "5", "Send attempts before a retryable failure becomes final."),
+    Setting("WAORCH_RETRY_BASE", "5", "First retry backoff in seconds (doubles per attempt)."),
+    Setting("WAORCH_SCHEDULE_HORIZON", "600", "Slots are reserved at most this many seconds ahead."),
+    Setting("WAORCH_RECOVER_AFTER", "60", "Messages stuck before routing longer than this are re-dispatched."),
+    Setting("WAORCH_PER_MINUTE", "2", "Spine pacing: sends per minute per session (overridden by policy)."),
+    Setting("WAORCH_JITTER", "0.3", "Spine pacing: each interval varies by up to ± this fraction."),
+    Setting("WAORCH_POLICY_FILE", "", "Anti-ban policy file (JSON or YAML); built-in defaults when empty."),
+    Setting("WAORCH_PROXY_CEILING", "4", "Most sessions sharing one proxy."),
+    Setting("WAORCH_PING_INTERVAL", "15", "Seconds between worker PINGs."),
+    Setting("WAORCH_PING_TIMEOUT", "60", "Seconds without a PING before the watchdog restarts a worker."),
+    Setting("WAORCH_WEBHOOK_MAX_SKEW", "300", "Worker webhooks older than this (seconds) are refused."),
+    Setting("WAORCH_WEBHOOK_ALLOWLIST", "", "Hosts/CIDRs client webhooks may target over http/private nets."),
+    Setting("WAORCH_SECRET_KEY", "", "Key that derives per-session webhook secrets (generated if empty)."),
+    Setting("WAORCH_LOG_LEVEL", "INFO", "Log level of every waorch process."),
+)
+
+_BY_ENV = {s.env: s for s in SETTINGS}
+
+
+def raw(env: str) -> str:
+    """The value of one setting: the environment, else its documented default."""
+    return os.environ.get(env, _BY_ENV[env].default)
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str
+    state_dir: str
+    data_dir: str
+    bind: str
+    port: int
+    public_url: str
+    gateway_workers: int
+    runner: str
+    worker_image: str
+    docker_network: str
+    docker_host: str
+    transport: str
+    sim_url: str
+    sim_wire: str
+    rate_limit: float
+    rate_burst: int
+    max_body: int
+    batch_max: int
+    idempotency_ttl: int
+    lease_seconds: int
+    claim_wait: float
+    max_attempts: int
+    retry_base: float
+    schedule_horizon: int
+    recover_after: int
+    per_minute: float
+    jitter: float
+    policy_file: str
+    proxy_ceiling: int
+    ping_interval: int
+    ping_timeout: int
+    webhook_max_skew: int
+    webhook_allowlist: str
+    secret_key: str
+    log_level: str
+
+    @property
+    def gateway_url(self) -> str:
+        return self.public_url or f"http://{self.bind}:{self.port}"
+
+
+def _convert(value: str, target: Any) -> Any:
+    if target in (int, "int"):
+        return int(value)
+    if target in (float, "float"):
+        return float(value)
+    return value
+
+
+def load() -> Settings:
+    """Read every setting from the environment now (no caching)."""
+    values = {}
+    for f, s in zip(fields(Settings), SETTINGS, strict=True):
+        try:
+            values[f.name] = _convert(raw(s.env), f.type)
+        except ValueError as exc:
+            raise ValueError(f"{s.env}={raw(s.env)!r} is not a valid {f.type}") from exc
+    return Settings(**values)
+
+
+@lru_cache(maxsize=1)
+def get() -> Settings:
+    """Process-wide settings, read once."""
+    return load()
+
+
+def markdown_table() -> str:
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    rows += [f"| `{s.env}` | `{s.default}` | {s.doc} |" for s in SETTINGS]
+    return "\n".join(rows) + "\n"

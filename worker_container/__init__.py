@@ -1,0 +1,1 @@
+"""The per-session worker program: one process serves exactly one WhatsApp account."""
