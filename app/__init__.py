@@ -42,9 +42,9 @@ def create_app(overrides: dict | None = None) -> Flask:
     @app.before_request
     def _json_only():
         # 415 for bodies that are not JSON, on every endpoint that takes one
-        if request.method in ("POST", "PUT", "PATCH") and request.content_length:
-            if not request.is_json:
-                raise ApiError(415, "unsupported_media_type", "send application/json")
+        if request.method in ("POST", "PUT", "PATCH") and request.content_length \
+                and not request.is_json:
+            raise ApiError(415, "unsupported_media_type", "send application/json")
 
     api = Api(app)
     for blueprint in load_blueprints():

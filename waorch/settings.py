@@ -41,7 +41,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WAORCH_MAX_ATTEMPTS", "5", "Send attempts before a retryable failure becomes final."),
     Setting("WAORCH_RETRY_BASE", "5", "First retry backoff in seconds (doubles per attempt)."),
     Setting("WAORCH_SCHEDULE_HORIZON", "600", "Slots are reserved at most this many seconds ahead."),
-    Setting("WAORCH_RECOVER_AFTER", "60", "Messages stuck before routing longer than this are re-dispatched."),
+    Setting("WAORCH_RECOVER_AFTER", "60", "Messages stuck unrouted longer than this are re-dispatched."),
     Setting("WAORCH_PER_MINUTE", "2", "Spine pacing: sends per minute per session (overridden by policy)."),
     Setting("WAORCH_JITTER", "0.3", "Spine pacing: each interval varies by up to ± this fraction."),
     Setting("WAORCH_POLICY_FILE", "", "Anti-ban policy file (JSON or YAML); built-in defaults when empty."),
