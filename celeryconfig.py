@@ -1,0 +1,58 @@
+"""Celery settings: queues, routes, reliability and the beat schedule, read from the environment."""
+
+from __future__ import annotations
+
+import os
+
+from celery.schedules import crontab
+from kombu import Queue
+
+from waorch import settings as _settings
+
+_conf = _settings.load()
+
+broker_url = _conf.redis_url
+# Results are not used: task outcomes live in message/session records.
+task_ignore_result = True
+result_backend = None
+
+# The `dispatch` queue plays the seed's `gateway:jobs` role.
+task_queues = (
+    Queue("dispatch"),
+    Queue("orchestrator"),
+    Queue("events"),
+    Queue("maintenance"),
+)
+task_default_queue = "maintenance"
+task_routes = {
+    "tasks.dispatch.*": {"queue": "dispatch"},
+    "tasks.orchestration.*": {"queue": "orchestrator"},
+    "tasks.watchdog.*": {"queue": "orchestrator"},
+    "tasks.events.*": {"queue": "events"},
+    "tasks.maintenance.*": {"queue": "maintenance"},
+}
+
+# A task that must not be lost is acknowledged only after it ran, and goes back to the queue
+# when the worker process dies under it. Tasks are idempotent for that reason.
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+# Redis transport: an unacked message is redelivered after this many seconds.
+broker_transport_options = {"visibility_timeout": int(os.environ.get("WAORCH_VISIBILITY_TIMEOUT", "300"))}
+broker_connection_retry_on_startup = True
+task_serializer = "json"
+accept_content = ["json"]
+timezone = os.environ.get("TZ", "UTC")
+enable_utc = True
+worker_send_task_events = True
+task_send_sent_event = True
+
+beat_schedule = {
+    "watchdog": {"task": "tasks.watchdog.watchdog", "schedule": 15.0},
+    "proxy-health": {"task": "tasks.orchestration.check_proxies", "schedule": 300.0},
+    "pump-session-queues": {"task": "tasks.maintenance.pump_queues", "schedule": 5.0},
+    "requeue-expired-leases": {"task": "tasks.maintenance.requeue_expired", "schedule": 5.0},
+    "recover-unrouted": {"task": "tasks.maintenance.recover_unrouted", "schedule": 30.0},
+    "trust-review": {"task": "tasks.maintenance.trust_review", "schedule": 3600.0},
+    "backup": {"task": "tasks.maintenance.backup", "schedule": crontab(hour=3, minute=0)},
+}

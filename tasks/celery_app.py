@@ -1,0 +1,27 @@
+"""The Celery application (`celery -A tasks.celery_app worker`)."""
+
+from __future__ import annotations
+
+from celery import Celery
+from celery.signals import worker_process_init
+
+from waorch import redis_client
+
+app = Celery("waorch")
+app.config_from_object("celeryconfig")
+app.autodiscover_tasks(["tasks"], related_name=None, force=True)
+# Import task modules explicitly: autodiscovery is lazy and beat/workers need names registered.
+TASK_MODULES = ("tasks.dispatch", "tasks.maintenance", "tasks.orchestration", "tasks.watchdog",
+                "tasks.events")
+for _name in TASK_MODULES:
+    try:
+        __import__(_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != _name:
+            raise
+
+
+@worker_process_init.connect
+def _fresh_connections(**_: object) -> None:
+    # Pools inherited across fork would share sockets between processes.
+    redis_client.reset_clients()
