@@ -52,6 +52,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WAORCH_WEBHOOK_ALLOWLIST", "", "Hosts/CIDRs client webhooks may target over http/private nets."),
     Setting("WAORCH_SECRET_KEY", "", "Key that derives per-session webhook secrets (generated if empty)."),
     Setting("WAORCH_LOG_LEVEL", "INFO", "Log level of every waorch process."),
+    Setting("WAORCH_WORKER_CONCURRENCY", "2", "Processes per Celery worker (`waorch worker`)."),
+    Setting("WAORCH_FLOWER_PORT", "5555", "Port of Flower (`waorch flower`)."),
+    Setting("WAORCH_FLOWER_BASIC_AUTH", "", "user:password that Flower requires (no Flower without it)."),
 )
 
 _BY_ENV = {s.env: s for s in SETTINGS}
@@ -99,6 +102,9 @@ class Settings:
     webhook_allowlist: str
     secret_key: str
     log_level: str
+    worker_concurrency: int
+    flower_port: int
+    flower_basic_auth: str
 
     @property
     def gateway_url(self) -> str:
