@@ -55,6 +55,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WAORCH_WORKER_CONCURRENCY", "2", "Processes per Celery worker (`waorch worker`)."),
     Setting("WAORCH_FLOWER_PORT", "5555", "Port of Flower (`waorch flower`)."),
     Setting("WAORCH_FLOWER_BASIC_AUTH", "", "user:password that Flower requires (no Flower without it)."),
+    Setting("WAORCH_PROXY_FAIL_THRESHOLD", "3", "Consecutive proxy failures before it is BAD."),
+    Setting("WAORCH_PROXY_CHECK_TARGET", "", "host:port proxy checks connect to (default: sim wire)."),
+    Setting("WAORCH_PROXY_CHECK_TIMEOUT", "10", "Seconds one proxy health check may take."),
+    Setting("WAORCH_PROFILE_CEILING", "50", "Most phones sharing one linked-device profile."),
+    Setting("WAORCH_LOW_INVENTORY", "2", "Alert when free proxy or profile slots fall below this."),
+    Setting("WAORCH_WORKER_COMMAND", "", "Worker command (default `python -m worker_container`)."),
+    Setting("WAORCH_DOCKER_MOUNTS", "", "Extra binds `host:ctr[:ro]`,... (dev images)."),
+    Setting("WAORCH_RESTART_BACKOFF_MAX", "60", "Longest backoff (s) before restarting a crashed worker."),
 )
 
 _BY_ENV = {s.env: s for s in SETTINGS}
@@ -105,6 +113,14 @@ class Settings:
     worker_concurrency: int
     flower_port: int
     flower_basic_auth: str
+    proxy_fail_threshold: int
+    proxy_check_target: str
+    proxy_check_timeout: float
+    profile_ceiling: int
+    low_inventory: int
+    worker_command: str
+    docker_mounts: str
+    restart_backoff_max: float
 
     @property
     def gateway_url(self) -> str:
