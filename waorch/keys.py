@@ -109,3 +109,19 @@ def rate_bucket(tenant: str) -> str:
 
 def webhook_nonce(session_id: str, signature: str) -> str:
     return f"webhook:nonce:{session_id}:{signature}"
+
+
+def sticky_sender(tenant: str, recipient: str) -> str:
+    """STRING: session id that last wrote to `recipient` for `tenant` (the same person hears
+    from the same number)."""
+    return f"sticky:sender:{tenant}:{recipient}"
+
+
+def wa_message(session_id: str, wa_id: str) -> str:
+    """STRING: our message id for WhatsApp's message id (receipts arrive by wa id)."""
+    return f"wa:msg:{session_id}:{wa_id}"
+
+
+def session_inbound(session_id: str) -> str:
+    """Capped LIST of inbound messages (JSON) received by a session."""
+    return f"session:inbound:{session_id}"

@@ -11,10 +11,18 @@ from redis.commands.core import Script
 _registered: dict[tuple[int, str], Script] = {}
 
 
+_INCLUDE = "--! include "
+
+
 @cache
 def source(name: str) -> str:
-    """Text of lua_scripts/<name>.lua."""
-    return resources.files("lua_scripts").joinpath(f"{name}.lua").read_text()
+    """Text of lua_scripts/<name>.lua, with `--! include <lib>` lines replaced by that file."""
+    text = resources.files("lua_scripts").joinpath(f"{name}.lua").read_text()
+    lines = [
+        source(line[len(_INCLUDE):].strip()) if line.startswith(_INCLUDE) else line
+        for line in text.splitlines()
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def script(client: redis.Redis, name: str) -> Script:

@@ -1,0 +1,31 @@
+-- Shared by the message scripts (included at load time by waorch.lua, not a script of its own).
+-- Message keys are derived from ids inside scripts: waorch runs on one Redis primary.
+local MSG = 'msg:'
+local HIST = 'msg:history:'
+local TERMINAL = {sent = true, delivered = true, read = true, failed = true}
+local RANK = {sent = 1, delivered = 2, read = 3}
+
+local function transition(msg_id, status, now, detail)
+  redis.call('HSET', MSG .. msg_id, 'status', status, 'updated_at', now)
+  local entry = {status = status, at = tonumber(now)}
+  if detail and detail ~= '' then entry.detail = detail end
+  redis.call('RPUSH', HIST .. msg_id, cjson.encode(entry))
+end
+
+local function status_of(msg_id)
+  return redis.call('HGET', MSG .. msg_id, 'status')
+end
+
+-- Leased messages whose lease ran out go back to the outbox, due now.
+local function requeue_expired(leases_key, outbox_key, now)
+  local expired = redis.call('ZRANGEBYSCORE', leases_key, '-inf', now)
+  for _, msg_id in ipairs(expired) do
+    redis.call('ZREM', leases_key, msg_id)
+    if status_of(msg_id) == 'claimed' then
+      redis.call('HDEL', MSG .. msg_id, 'lease_token')
+      redis.call('ZADD', outbox_key, now, msg_id)
+      transition(msg_id, 'scheduled', now, 'lease expired')
+    end
+  end
+  return #expired
+end

@@ -1,0 +1,135 @@
+"""Message records: acceptance (with idempotency), reading and listing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from waorch import keys, lua
+
+STATES = ("queued", "routed", "scheduled", "claimed", "sent", "delivered", "read", "failed")
+TERMINAL = frozenset({"sent", "delivered", "read", "failed"})
+FAIL_REASONS = ("no_session", "suppressed", "invalid_recipient", "expired", "send_error",
+                "session_lost")
+
+
+class IdempotencyConflict(Exception):
+    """The Idempotency-Key was used before with a different body."""
+
+
+@dataclass(frozen=True)
+class Accepted:
+    response: dict[str, Any]
+    replayed: bool
+    new_ids: list[str]
+
+
+def new_message_id() -> str:
+    # time-ordered prefix keeps ids roughly sortable for humans reading logs
+    return f"m{int(time.time() * 1000):x}{secrets.token_hex(6)}"
+
+
+def body_hash(payload: Any) -> str:
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def accept(r: redis.Redis, tenant: str, records: list[dict[str, Any]], response: dict[str, Any],
+           idempotency_key: str | None = None, payload_hash: str = "", ttl: int = 86400,
+           now: float | None = None) -> Accepted:
+    """Store new message records (each with its `id`) atomically; replay or refuse on key reuse."""
+    now = time.time() if now is None else now
+    idem = keys.idempotency(tenant, idempotency_key) if idempotency_key else ""
+    fields = [{**{k: v for k, v in rec.items() if v is not None}, "tenant": tenant} for rec in records]
+    result = lua.script(r, "accept_messages")(
+        keys=[idem, keys.MESSAGES_ALL, keys.MESSAGES_UNROUTED, keys.tenant_messages(tenant)],
+        args=[json.dumps(fields), f"{now:.6f}", payload_hash, ttl, json.dumps(response)],
+    )
+    if result[0] == "replay":
+        return Accepted(json.loads(result[1]), True, [])
+    if result[0] == "conflict":
+        raise IdempotencyConflict()
+    return Accepted(response, False, [rec["id"] for rec in records])
+
+
+def history(r: redis.Redis, msg_id: str) -> list[dict[str, Any]]:
+    return [json.loads(item) for item in r.lrange(keys.message_history(msg_id), 0, -1)]
+
+
+def get_message(r: redis.Redis, msg_id: str, tenant: str | None = None) -> dict[str, Any] | None:
+    """The public view of one message with its history; None when unknown or another tenant's."""
+    record = r.hgetall(keys.message(msg_id))
+    if not record or (tenant is not None and record.get("tenant") != tenant):
+        return None
+    view = public_view(record)
+    view["history"] = history(r, msg_id)
+    return view
+
+
+def _number(value: str | None) -> float | None:
+    return float(value) if value not in (None, "") else None
+
+
+def public_view(record: dict[str, str]) -> dict[str, Any]:
+    media = record.get("media")
+    return {
+        "id": record["id"],
+        "status": record.get("status"),
+        "reason": record.get("reason") or None,
+        "to": record.get("to"),
+        "from": record.get("sender") or record.get("from_requested") or None,
+        "session": record.get("session") or None,
+        "text": record.get("text", ""),
+        "media": json.loads(media) if media else None,
+        "client_ref": record.get("client_ref") or None,
+        "wa_id": record.get("wa_id") or None,
+        "attempts": int(record.get("attempts") or 0),
+        "created_at": _number(record.get("created_at")),
+        "updated_at": _number(record.get("updated_at")),
+        "scheduled_for": _number(record.get("scheduled_for")),
+        "expires_at": _number(record.get("expires_at")),
+        "tenant": record.get("tenant"),
+    }
+
+
+def list_messages(r: redis.Redis, tenant: str | None, status: str | None = None,
+                  session: str | None = None, cursor: str | None = None,
+                  limit: int = 50) -> tuple[list[dict[str, Any]], str | None]:
+    """Newest first; `cursor` is the opaque value returned by the previous page."""
+    index = keys.tenant_messages(tenant) if tenant else keys.MESSAGES_ALL
+    max_score: str = "+inf"
+    if cursor:
+        max_score = f"({cursor}"
+    items: list[dict[str, Any]] = []
+    next_cursor = None
+    # scan in chunks so that filters do not starve a page
+    while len(items) < limit:
+        chunk = r.zrevrangebyscore(index, max_score, "-inf", start=0, num=200, withscores=True)
+        if not chunk:
+            next_cursor = None
+            break
+        pipe = r.pipeline(transaction=False)
+        for msg_id, _ in chunk:
+            pipe.hgetall(keys.message(msg_id))
+        for (_, score), record in zip(chunk, pipe.execute(), strict=True):
+            max_score = f"({score!r}"
+            if not record:
+                continue
+            if status and record.get("status") != status:
+                continue
+            if session and record.get("session") != session:
+                continue
+            items.append(public_view(record))
+            next_cursor = repr(score)
+            if len(items) == limit:
+                break
+        if len(chunk) < 200 and len(items) < limit:
+            next_cursor = None
+            break
+    return items, next_cursor if len(items) == limit else None

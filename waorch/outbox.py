@@ -1,0 +1,150 @@
+"""Per-session queues, send slots, claim leases, ACK/NACK: thin wrappers over the Lua scripts."""
+
+from __future__ import annotations
+
+import random
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from waorch import keys, lua, settings
+from waorch.pacing import Pace
+
+RESERVE_BATCH = 50  # slots one reserve call may hand out
+
+
+@dataclass(frozen=True)
+class Claim:
+    outcome: str  # "claimed" | "wait" | "empty"
+    message: dict[str, Any] | None = None
+    ready_at: float | None = None
+
+
+def route(r: redis.Redis, msg_id: str, session_id: str, phone: str, detail: str = "",
+          now: float | None = None) -> bool:
+    """Put a queued message on the session's FIFO (state routed); False if not queued."""
+    now = time.time() if now is None else now
+    done = lua.script(r, "route_message")(
+        keys=[keys.session_queue(phone), keys.MESSAGES_UNROUTED],
+        args=[msg_id, session_id, phone, f"{now:.6f}", detail],
+    )
+    return bool(done)
+
+
+def reserve_slots(r: redis.Redis, session_id: str, phone: str, pace: Pace,
+                  now: float | None = None, rng: random.Random | None = None) -> int:
+    """Move messages from the session FIFO to its outbox with paced send times; returns count."""
+    now = time.time() if now is None else now
+    rng = rng or random
+    randoms = [f"{rng.random():.6f}" for _ in range(RESERVE_BATCH)]
+    return int(lua.script(r, "reserve_send_slot")(
+        keys=[keys.session_queue(phone), keys.session_outbox(session_id),
+              keys.session_pacing(session_id)],
+        args=[f"{now:.6f}", pace.interval, pace.jitter, settings.get().schedule_horizon, *randoms],
+    ))
+
+
+def claim(r: redis.Redis, session_id: str, pace: Pace, now: float | None = None,
+          lease_seconds: int | None = None) -> Claim:
+    """Lease the session's next due message, honouring the pacing gap since the last claim."""
+    now = time.time() if now is None else now
+    lease = lease_seconds or settings.get().lease_seconds
+    token = secrets.token_hex(12)
+    result = lua.script(r, "claim_message")(
+        keys=[keys.session_outbox(session_id), keys.session_leases(session_id),
+              keys.session_pacing(session_id)],
+        args=[f"{now:.6f}", lease, token, pace.interval, pace.jitter, f"{random.random():.6f}"],
+    )
+    if result[0] == "wait":
+        return Claim("wait", ready_at=float(result[1]))
+    if result[0] == "empty":
+        return Claim("empty")
+    record = r.hgetall(keys.message(result[1]))
+    return Claim("claimed", message={
+        "id": record["id"], "to": record.get("to"), "text": record.get("text", ""),
+        "media": record.get("media") or None, "lease_token": token,
+        "lease_expires_at": now + lease, "attempt": int(record.get("attempts", 1)),
+    })
+
+
+def claim_waiting(r: redis.Redis, session_id: str, pace: Pace, wait: float) -> Claim:
+    """Long-poll: claim, waiting up to `wait` seconds for a message to become due."""
+    deadline = time.monotonic() + max(0.0, wait)
+    while True:
+        result = claim(r, session_id, pace)
+        remaining = deadline - time.monotonic()
+        if result.outcome == "claimed" or remaining <= 0:
+            return result
+        # sleep until it is due, but wake regularly: new messages may arrive meanwhile
+        pause = 0.5
+        if result.ready_at is not None:
+            pause = min(pause, max(0.02, result.ready_at - time.time()))
+        time.sleep(min(pause, remaining))
+
+
+def ack(r: redis.Redis, session_id: str, msg_id: str, lease_token: str, wa_id: str,
+        sent_at: float | None = None, now: float | None = None) -> str:
+    now = time.time() if now is None else now
+    sent_at = now if sent_at is None else sent_at
+    return lua.script(r, "ack_message")(
+        keys=[keys.session_leases(session_id), keys.session_outbox(session_id),
+              keys.session_pacing(session_id)],
+        args=[msg_id, lease_token, wa_id, f"{sent_at:.6f}", f"{now:.6f}", session_id,
+              time.strftime("%Y%m%d", time.gmtime(sent_at))],
+    )
+
+
+def nack(r: redis.Redis, session_id: str, msg_id: str, lease_token: str, reason: str,
+         retryable: bool, detail: str = "", now: float | None = None) -> str:
+    conf = settings.get()
+    now = time.time() if now is None else now
+    return lua.script(r, "nack_message")(
+        keys=[keys.session_leases(session_id), keys.session_outbox(session_id)],
+        args=[msg_id, lease_token, reason, "1" if retryable else "0", detail[:500], f"{now:.6f}",
+              conf.max_attempts, conf.retry_base],
+    )
+
+
+def requeue_expired(r: redis.Redis, session_id: str, now: float | None = None) -> int:
+    now = time.time() if now is None else now
+    return int(lua.script(r, "requeue_expired_leases")(
+        keys=[keys.session_leases(session_id), keys.session_outbox(session_id)],
+        args=[f"{now:.6f}"],
+    ))
+
+
+def fail(r: redis.Redis, msg_id: str, reason: str, detail: str = "",
+         session_id: str | None = None, now: float | None = None) -> bool:
+    now = time.time() if now is None else now
+    return bool(lua.script(r, "fail_message")(
+        keys=[keys.MESSAGES_UNROUTED,
+              keys.session_outbox(session_id) if session_id else "",
+              keys.session_leases(session_id) if session_id else ""],
+        args=[msg_id, reason, detail, f"{now:.6f}"],
+    ))
+
+
+def record_receipt(r: redis.Redis, session_id: str, wa_id: str, status: str,
+                   at: float | None = None) -> str | None:
+    """Advance the message WhatsApp knows as `wa_id`; returns our message id if it advanced."""
+    if status not in ("delivered", "read"):
+        return None
+    msg_id = r.get(keys.wa_message(session_id, wa_id))
+    if not msg_id:
+        return None
+    at = time.time() if at is None else at
+    advanced = lua.script(r, "record_receipt")(keys=[], args=[msg_id, status, f"{at:.6f}"])
+    return msg_id if advanced else None
+
+
+def depth(r: redis.Redis, session_id: str, phone: str) -> dict[str, int]:
+    """Queue depths of one session: waiting for a slot, scheduled, leased."""
+    pipe = r.pipeline(transaction=False)
+    pipe.llen(keys.session_queue(phone))
+    pipe.zcard(keys.session_outbox(session_id))
+    pipe.zcard(keys.session_leases(session_id))
+    queued, scheduled, leased = pipe.execute()
+    return {"queued": queued, "scheduled": scheduled, "leased": leased}
