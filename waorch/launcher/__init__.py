@@ -1,0 +1,1 @@
+"""`waorch run`: every waorch process on one machine, with embedded defaults."""
