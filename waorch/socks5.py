@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass
 from urllib.parse import quote
 
+from waorch.background_loop import BackgroundLoop
+
 VERSION = 5
 AUTH_VERSION = 1
 METHOD_NONE = 0x00
@@ -80,7 +82,7 @@ class Socks5Server:
         self._handlers: set[asyncio.Task] = set()
         self._writers: set[asyncio.StreamWriter] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._background: BackgroundLoop | None = None
 
     @property
     def url(self) -> str:
@@ -121,45 +123,24 @@ class Socks5Server:
 
     def start_in_thread(self) -> Socks5Server:
         """Serve from a private event loop thread; returns once the port is listening."""
-        ready = threading.Event()
-        failure: list[BaseException] = []
-        loop = asyncio.new_event_loop()
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(self.start())
-            except BaseException as exc:  # reported to the caller below
-                failure.append(exc)
-                ready.set()
-                loop.close()
-                return
-            ready.set()
-            try:
-                loop.run_forever()
-            finally:
-                loop.run_until_complete(self.close())
-                loop.close()
-
-        self._thread = threading.Thread(target=run, name=f"socks5-{self.host}", daemon=True)
-        self._thread.start()
-        ready.wait()
-        if failure:
-            self._thread.join()
-            self._thread = None
-            raise failure[0]
+        background = BackgroundLoop(f"socks5-{self.host}").start()
+        try:
+            background.run(self.start())
+        except BaseException:
+            background.stop()
+            raise
+        self._background = background
         return self
 
     def stop(self) -> None:
         """Stop a server started with `start_in_thread`; safe to call twice."""
-        thread, self._thread = self._thread, None
-        if thread is None or self._loop is None:
+        background, self._background = self._background, None
+        if background is None:
             return
-        loop = self._loop
-        with contextlib.suppress(RuntimeError):  # loop already gone
-            asyncio.run_coroutine_threadsafe(self.close(), loop).result(timeout=10)
-            loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
+        try:
+            background.run(self.close(), timeout=10)
+        finally:
+            background.stop()
 
     def drop_connections(self) -> None:
         """Abort every open client connection (with `fail = True`: the proxy died)."""
@@ -171,7 +152,7 @@ class Socks5Server:
             for writer in list(self._writers):
                 writer.transport.abort()
 
-        if self._thread is not None:
+        if self._background is not None:
             loop.call_soon_threadsafe(abort_all)
         else:
             abort_all()

@@ -1,0 +1,43 @@
+"""An asyncio event loop on its own daemon thread, for servers used from synchronous code."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class BackgroundLoop:
+    """Start once, run coroutines on it from any thread, stop once (stopping twice is harmless)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> BackgroundLoop:
+        loop = asyncio.new_event_loop()
+        running = threading.Event()
+        loop.call_soon(running.set)
+        self._thread = threading.Thread(target=loop.run_forever, name=self.name, daemon=True)
+        self.loop = loop
+        self._thread.start()
+        running.wait()
+        return self
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run `coro` on the loop and wait for its result."""
+        assert self.loop is not None, "start() first"
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is None or self.loop is None:
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        thread.join(timeout=10)
+        if not thread.is_alive():
+            self.loop.close()
