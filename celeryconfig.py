@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 
-from celery.schedules import crontab
 from kombu import Queue
 
 from waorch import settings as _settings
@@ -53,6 +52,4 @@ beat_schedule = {
     "pump-session-queues": {"task": "tasks.maintenance.pump_queues", "schedule": 5.0},
     "requeue-expired-leases": {"task": "tasks.maintenance.requeue_expired", "schedule": 5.0},
     "recover-unrouted": {"task": "tasks.maintenance.recover_unrouted", "schedule": 30.0},
-    "trust-review": {"task": "tasks.maintenance.trust_review", "schedule": 3600.0},
-    "backup": {"task": "tasks.maintenance.backup", "schedule": crontab(hour=3, minute=0)},
 }

@@ -1,0 +1,36 @@
+"""GET /api/messages and /api/messages/{id}."""
+
+from __future__ import annotations
+
+from flask_smorest import Blueprint
+
+from app.auth import requires, tenant_filter
+from app.errors import ApiError
+from app.schemas import MessageListQuerySchema, MessagePageSchema, MessageSchema
+from waorch import messages
+from waorch.redis_client import get_redis
+
+blp = Blueprint("messages", __name__, url_prefix="/api/messages", description="Message states")
+
+
+@blp.route("", methods=["GET"])
+@requires("read")
+@blp.arguments(MessageListQuerySchema, location="query")
+@blp.response(200, MessagePageSchema)
+def list_messages(query: dict):
+    """Messages newest first; pass `next_cursor` back as `cursor` for the next page."""
+    items, next_cursor = messages.list_messages(
+        get_redis(), tenant_filter(), status=query.get("status"), session=query.get("session"),
+        cursor=query.get("cursor"), limit=query["limit"])
+    return {"items": items, "next_cursor": next_cursor}
+
+
+@blp.route("/<string:msg_id>", methods=["GET"])
+@requires("read")
+@blp.response(200, MessageSchema)
+def get_message(msg_id: str):
+    """One message with its state history."""
+    found = messages.get_message(get_redis(), msg_id[:64], tenant_filter())
+    if found is None:
+        raise ApiError(404, "not_found", "no such message")
+    return found

@@ -1,0 +1,89 @@
+"""POST /api/send and /api/send/batch."""
+
+from __future__ import annotations
+
+from flask import request
+from flask_smorest import Blueprint
+from marshmallow import ValidationError
+
+from app.auth import current_principal, requires
+from app.errors import ApiError
+from app.schemas import AcceptedSchema, BatchAcceptedSchema, BatchSchema, SendSchema
+from waorch import messages, ratelimit, settings
+from waorch.redis_client import get_redis
+from waorch.sending import accept_and_dispatch
+
+blp = Blueprint("send", __name__, url_prefix="/api", description="Send messages")
+
+_IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+def _idempotency_key() -> str | None:
+    key = request.headers.get(_IDEMPOTENCY_HEADER)
+    if key is None:
+        return None
+    key = key.strip()
+    if not key or len(key) > 200 or not key.isprintable():
+        raise ApiError(400, "bad_request", "Idempotency-Key must be 1-200 printable characters",
+                       {_IDEMPOTENCY_HEADER: ["invalid"]})
+    return key
+
+
+def _rate_limit(tenant: str, cost: int) -> None:
+    wait = ratelimit.take(get_redis(), tenant, cost)
+    if wait:
+        raise ApiError(429, "rate_limited", "too many messages, slow down",
+                       headers={"Retry-After": ratelimit.retry_after_header(wait)})
+
+
+def _answer(outcome):
+    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else {}
+    return outcome.response, 202, headers
+
+
+def _accept(items: list[dict], build_response, payload):
+    principal = current_principal()
+    key = _idempotency_key()
+    _rate_limit(principal.tenant, len(items))
+    try:
+        outcome = accept_and_dispatch(get_redis(), principal.tenant, items, build_response, key,
+                                      payload)
+    except messages.IdempotencyConflict:
+        raise ApiError(409, "idempotency_conflict",
+                       "this Idempotency-Key was used with a different body") from None
+    return _answer(outcome)
+
+
+@blp.route("/send", methods=["POST"])
+@requires("send")
+@blp.arguments(SendSchema)
+@blp.response(202, AcceptedSchema)
+@blp.alt_response(409, description="Idempotency-Key reused with another body")
+@blp.alt_response(429, description="rate limited; see Retry-After")
+def send(item: dict):
+    """Accept one message for sending; answers 202 with its id."""
+    return _accept([item], lambda ids: {"id": ids[0], "status": "queued"}, request.get_json())
+
+
+@blp.route("/send/batch", methods=["POST"])
+@requires("send")
+@blp.arguments(BatchSchema)
+@blp.response(202, BatchAcceptedSchema)
+def send_batch(batch: dict):
+    """Accept up to WAORCH_BATCH_MAX messages; invalid ones are listed in `rejected`."""
+    raw = batch["messages"]
+    limit = settings.get().batch_max
+    if len(raw) > limit:
+        raise ApiError(422, "validation_error", f"at most {limit} messages per batch",
+                       {"messages": [f"at most {limit} messages"]})
+    schema = SendSchema()
+    valid, rejected = [], []
+    for index, item in enumerate(raw):
+        try:
+            valid.append(schema.load(item))
+        except ValidationError as exc:
+            rejected.append({"index": index, "errors": exc.normalized_messages()})
+    if not valid:
+        raise ApiError(422, "validation_error", "no message in the batch is valid",
+                       {"messages": {str(r["index"]): r["errors"] for r in rejected}})
+    return _accept(valid, lambda ids: {"ids": ids, "rejected": rejected}, request.get_json())

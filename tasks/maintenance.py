@@ -1,0 +1,29 @@
+"""Periodic upkeep of the message pipeline (queue `maintenance`)."""
+
+from __future__ import annotations
+
+from tasks.celery_app import app
+from tasks.dispatch import enqueue
+from waorch import dispatching, settings
+from waorch.redis_client import get_redis
+
+
+@app.task(name="tasks.maintenance.pump_queues")
+def pump_queues() -> int:
+    """Reserve send slots for messages waiting in per-session queues."""
+    return dispatching.pump_session_queues(get_redis())
+
+
+@app.task(name="tasks.maintenance.requeue_expired")
+def requeue_expired() -> int:
+    """Return messages whose worker died holding the lease to their outbox."""
+    return dispatching.requeue_all_expired(get_redis())
+
+
+@app.task(name="tasks.maintenance.recover_unrouted")
+def recover_unrouted() -> int:
+    """Re-dispatch accepted messages whose dispatch task never ran (e.g. publish failed)."""
+    stuck = dispatching.stuck_unrouted(get_redis(), settings.get().recover_after)
+    if stuck:
+        enqueue(stuck)
+    return len(stuck)

@@ -1,0 +1,35 @@
+"""What the orchestrator does with a worker's webhook event."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import redis
+
+from waorch import keys, outbox, sessions
+
+log = logging.getLogger("waorch.events")
+INBOUND_KEEP = 1000  # inbound messages kept per session
+
+
+def ingest(r: redis.Redis, session: dict, event: str, data: dict[str, Any], at: float | None) -> None:
+    """Apply one verified worker event (receipts and inbound here, session state in sessions)."""
+    at = time.time() if at is None else at
+    if event == "MESSAGE_STATUS":
+        wa_id, status = str(data.get("wa_id", "")), data.get("status")
+        if wa_id and status in ("delivered", "read"):
+            outbox.record_receipt(r, session["id"], wa_id, status, float(data.get("at") or at))
+        return
+    if event == "INBOUND":
+        entry = {"session": session["id"], "to": session["phone"], "from": data.get("from"),
+                 "text": data.get("text", ""), "wa_id": data.get("wa_id"),
+                 "at": data.get("at") or at, "media": data.get("media")}
+        pipe = r.pipeline(transaction=True)
+        pipe.lpush(keys.session_inbound(session["id"]), json.dumps(entry))
+        pipe.ltrim(keys.session_inbound(session["id"]), 0, INBOUND_KEEP - 1)
+        pipe.execute()
+        return
+    sessions.apply_worker_event(r, session["id"], event, data, at)
