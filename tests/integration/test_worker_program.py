@@ -1,0 +1,289 @@
+"""`python -m worker_container` as a real child process against a real HTTP peer.
+
+The peer (`Orchestrator` below) plays the orchestrator's side of the documented worker HTTP
+contract and checks every signature with waorch.signing.verify; it is a stand-in for the network
+peer only, kept minimal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from waorch.signing import verify
+from worker_container.journal import Journal
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRET = "per-session-secret-for-tests"
+DEADLINE = 30.0  # generous: the machine is shared and loaded
+
+
+class Orchestrator:
+    """Records signed worker requests; serves claims from `messages`; answers 204."""
+
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+        self.requests: list[dict[str, Any]] = []  # {"kind", "path", "body"}
+        self.refused: list[str] = []  # why requests were refused (must stay empty)
+        self.messages: list[dict[str, Any]] = []
+        self.cond = threading.Condition()
+        self._nonces: set[str] = set()
+        peer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                status, answer = peer.handle(self.path, raw, self.headers.get("X-Timestamp"),
+                                             self.headers.get("X-Signature"))
+                data = json.dumps(answer).encode() if answer is not None else b""
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def handle(self, path: str, raw: bytes, ts: str | None, sig: str | None) -> tuple[int, Any]:
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return self._refuse("body is not JSON")
+        if not verify(SECRET, ts, sig, raw, max_skew=300):
+            return self._refuse(f"bad signature on {path}")
+        if body.get("session_id") != self.session_id:
+            return self._refuse("wrong session_id")
+        nonce = body.get("nonce")
+        if not isinstance(nonce, str) or not nonce or nonce in self._nonces:
+            return self._refuse("missing or replayed nonce")
+        self._nonces.add(nonce)
+        prefix = f"/api/worker/sessions/{self.session_id}/outbox/"
+        if path == "/api/webhook":
+            kind = "event"
+        elif path == prefix + "claim":
+            kind = "claim"
+        elif path.startswith(prefix) and path.rsplit("/", 1)[-1] in ("ack", "nack"):
+            kind = path.rsplit("/", 1)[-1]
+            body["msg_id"] = path[len(prefix):].rsplit("/", 1)[0]
+        else:
+            return self._refuse(f"unknown path {path}")
+        with self.cond:
+            self.requests.append({"kind": kind, "path": path, "body": body})
+            self.cond.notify_all()
+        if kind == "claim":
+            return self._claim(float(body.get("wait", 0)))
+        return 204, None
+
+    def _refuse(self, why: str) -> tuple[int, Any]:
+        with self.cond:
+            self.refused.append(why)
+            self.cond.notify_all()
+        return 401, {"code": "unauthorized", "message": why}
+
+    def _claim(self, wait: float) -> tuple[int, Any]:
+        deadline = time.monotonic() + min(wait, 25)
+        with self.cond:
+            while not self.messages:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return 204, None
+                self.cond.wait(remaining)
+            return 200, self.messages.pop(0)
+
+    def wait_for(self, predicate: Callable[[list[dict[str, Any]]], Any], what: str,
+                 timeout: float = DEADLINE) -> Any:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                found = predicate(self.requests)
+                if found:
+                    return found
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"timed out waiting for {what}; got {self.kinds()}")
+                self.cond.wait(remaining)
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        with self.cond:
+            return [r["body"] for r in self.requests if r["kind"] == "event" and r["body"]["event"] == name]
+
+    def of_kind(self, kind: str) -> list[dict[str, Any]]:
+        with self.cond:
+            return [r["body"] for r in self.requests if r["kind"] == kind]
+
+    def kinds(self) -> list[str]:
+        return [r["kind"] if r["kind"] != "event" else r["body"]["event"] for r in self.requests]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def orchestrator():
+    peer = Orchestrator("s1")
+    yield peer
+    peer.close()
+    assert peer.refused == [], "the worker sent requests the orchestrator would refuse"
+
+
+class WorkerProcess:
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in wait()/kill()
+        full_env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT), **env}
+        self.proc = subprocess.Popen([sys.executable, "-m", "worker_container"], cwd=ROOT, env=full_env,
+                                     stdout=self._log, stderr=self._log)
+
+    def wait(self, timeout: float = DEADLINE) -> int:
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._log.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._log.close()
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path):
+    started: list[WorkerProcess] = []
+
+    def start(env: dict[str, str]) -> WorkerProcess:
+        worker = WorkerProcess(env, tmp_path / f"worker-{len(started)}.log")
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.kill()
+
+
+def base_env(orchestrator: Orchestrator, tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {
+        "SESSION_ID": "s1",
+        "PHONE": "4915100000001",
+        "PROXY_URL": "socks5h://user:proxy-pass-xyz@127.0.0.1:1",
+        "WEBHOOK_URL": orchestrator.url + "/api/webhook",
+        "WEBHOOK_SECRET": SECRET,
+        "SESSIONS_DIR": str(tmp_path / "sessions"),
+        "TRANSPORT": "sim",
+        "SIM_WIRE": "127.0.0.1:1",
+        "PING_INTERVAL": "1",
+        "CLAIM_WAIT": "2",
+    }
+    env.update(extra)
+    return env
+
+
+def assert_no_secrets(text: str) -> None:
+    assert SECRET not in text
+    assert "proxy-pass-xyz" not in text
+
+
+# ----- configuration errors ------------------------------------------------------------------
+
+def test_config_error_is_reported_and_exits_2(orchestrator, start_worker, tmp_path) -> None:
+    worker = start_worker(base_env(orchestrator, tmp_path, PING_INTERVAL="60"))
+    assert worker.wait() == 2
+    errors = orchestrator.events("ERROR")
+    assert len(errors) == 1
+    assert errors[0]["data"]["code"] == "CONFIG_INVALID"
+    assert "PING_INTERVAL" in errors[0]["data"]["detail"]
+    assert orchestrator.of_kind("claim") == []
+    assert "PING_INTERVAL" in worker.log()
+    assert_no_secrets(worker.log())
+
+
+def test_missing_proxy_reports_proxy_failed_and_exits_nonzero(orchestrator, start_worker, tmp_path) -> None:
+    env = base_env(orchestrator, tmp_path)
+    del env["PROXY_URL"]
+    worker = start_worker(env)
+    assert worker.wait() != 0
+    errors = orchestrator.events("ERROR")
+    assert [e["data"]["code"] for e in errors] == ["PROXY_FAILED"]
+    assert "PROXY_URL" in errors[0]["data"]["detail"]
+    assert not (tmp_path / "sessions" / "s1").exists()
+
+
+def test_unusable_proxy_url_never_shows_its_password(orchestrator, start_worker, tmp_path) -> None:
+    worker = start_worker(base_env(orchestrator, tmp_path,
+                                   PROXY_URL="socks4://user:proxy-pass-xyz@127.0.0.1:1080"))
+    assert worker.wait() == 2
+    errors = orchestrator.events("ERROR")
+    assert [e["data"]["code"] for e in errors] == ["PROXY_FAILED"]
+    assert_no_secrets(json.dumps(errors))
+    assert_no_secrets(worker.log())
+
+
+def test_config_error_without_reporting_target_still_exits_2(orchestrator, start_worker, tmp_path) -> None:
+    env = base_env(orchestrator, tmp_path)
+    del env["WEBHOOK_SECRET"]
+    worker = start_worker(env)
+    assert worker.wait() == 2
+    assert "WEBHOOK_SECRET" in worker.log()
+    assert orchestrator.requests == []
+
+
+# ----- journal reconcile at startup ----------------------------------------------------------
+
+def write_journal(tmp_path: Path, fill: Callable[[Journal], None]) -> Path:
+    path = tmp_path / "sessions" / "s1" / "outbox-journal.jsonl"
+    journal = Journal(str(path))
+    fill(journal)
+    journal.close()
+    return path
+
+
+def test_startup_reacks_sent_and_nacks_interrupted_before_claiming(orchestrator, start_worker,
+                                                                   tmp_path) -> None:
+    def fill(j: Journal) -> None:
+        j.claimed("m-sent", "4915100000002", "lease-a")
+        j.sending("m-sent")
+        j.sent("m-sent", "WA-SENT-1", 1700000000.0)
+        j.claimed("m-mid", "4915100000003", "lease-b")
+        j.sending("m-mid")
+        j.claimed("m-never", "4915100000004", "lease-c")
+
+    path = write_journal(tmp_path, fill)
+    worker = start_worker(base_env(orchestrator, tmp_path))
+    orchestrator.wait_for(lambda reqs: sum(r["kind"] in ("ack", "nack") for r in reqs) >= 3, "reconcile")
+
+    acks = orchestrator.of_kind("ack")
+    assert [(a["msg_id"], a["lease_token"], a["wa_id"], a["sent_at"]) for a in acks] == \
+        [("m-sent", "lease-a", "WA-SENT-1", 1700000000.0)]
+    nacks = {n["msg_id"]: n for n in orchestrator.of_kind("nack")}
+    assert (nacks["m-mid"]["reason"], nacks["m-mid"]["retryable"]) == ("send_error", False)
+    assert nacks["m-mid"]["detail"] == "interrupted during send; not retried to avoid a duplicate"
+    assert nacks["m-never"]["retryable"] is True
+    # Everything left over was settled before the first claim.
+    kinds = [k for k in orchestrator.kinds() if k in ("ack", "nack", "claim")]
+    assert "claim" not in kinds[:3]
+
+    worker.proc.send_signal(signal.SIGTERM)
+    worker.wait()
+    assert Journal(str(path)).reconcile() == []
