@@ -27,6 +27,7 @@ ACCEPTED, REFUSED, GAVE_UP = "accepted", "refused", "gave_up"
 EVENT_TIMEOUT = 10.0
 OUTBOX_TIMEOUT = 10.0
 MAX_BACKOFF = 15.0
+MAX_DETAIL = 2000  # the gateway refuses longer NACK details
 
 
 class ClientConfig(Protocol):
@@ -213,7 +214,8 @@ class OrchestratorClient:
     def nack(self, msg_id: str, lease_token: str, reason: str, retryable: bool, detail: str = "",
              give_up: Callable[[], bool] = lambda: False) -> str:
         """Report a message that was not sent; same retry rules as ack()."""
-        payload = {"lease_token": lease_token, "reason": reason, "retryable": retryable, "detail": detail}
+        payload = {"lease_token": lease_token, "reason": reason[:64], "retryable": retryable,
+                   "detail": detail[:MAX_DETAIL]}
         return self._until_done(f"{self._outbox_url}/{quote(msg_id)}/nack", payload, give_up)
 
     def _until_done(self, url: str, payload: dict[str, Any], give_up: Callable[[], bool]) -> str:

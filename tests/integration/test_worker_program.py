@@ -37,6 +37,7 @@ class Orchestrator:
         self.requests: list[dict[str, Any]] = []  # {"kind", "path", "body"}
         self.refused: list[str] = []  # why requests were refused (must stay empty)
         self.messages: list[dict[str, Any]] = []
+        self.unavailable = 0  # answer this many upcoming requests 503, as an overloaded gateway would
         self.cond = threading.Condition()
         self._nonces: set[str] = set()
         peer = self
@@ -86,6 +87,9 @@ class Orchestrator:
         else:
             return self._refuse(f"unknown path {path}")
         with self.cond:
+            if self.unavailable > 0:
+                self.unavailable -= 1
+                return 503, {"code": "unavailable"}
             self.requests.append({"kind": kind, "path": path, "body": body})
             self.cond.notify_all()
         if kind == "claim":
@@ -238,6 +242,14 @@ def test_unusable_proxy_url_never_shows_its_password(orchestrator, start_worker,
     assert [e["data"]["code"] for e in errors] == ["PROXY_FAILED"]
     assert_no_secrets(json.dumps(errors))
     assert_no_secrets(worker.log())
+
+
+def test_error_report_survives_an_unavailable_orchestrator(orchestrator, start_worker, tmp_path) -> None:
+    orchestrator.unavailable = 2
+    worker = start_worker(base_env(orchestrator, tmp_path, CLAIM_WAIT="99"))
+    assert worker.wait() == 2
+    assert orchestrator.unavailable == 0
+    assert [e["data"]["code"] for e in orchestrator.events("ERROR")] == ["CONFIG_INVALID"]
 
 
 def test_config_error_without_reporting_target_still_exits_2(orchestrator, start_worker, tmp_path) -> None:
