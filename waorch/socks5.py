@@ -171,6 +171,8 @@ class Socks5Server:
             await self._serve(reader, writer)
         except (HandshakeError, asyncio.IncompleteReadError, OSError, ValueError):
             pass  # the client is gone or broke the protocol: nothing to tell it
+        except asyncio.CancelledError:
+            pass  # close(): ending normally keeps asyncio from reporting the handler as failed
         finally:
             self._writers.discard(writer)
             self._handlers.discard(task)
