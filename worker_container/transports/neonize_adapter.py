@@ -1,0 +1,384 @@
+"""The production transport: WhatsApp through neonize (whatsmeow in a Go library), one session.
+
+neonize is imported lazily in `load_neonize` (the Go library costs ~50 MB and up to 1.4 s), so
+the sim transport and other code never load it. `connect()` blocks until `stop()`, so it runs on
+its own thread; whatsmeow calls the event handlers on Go-owned threads and they only map the
+event and call `emit` (thread-safe, non-blocking by contract). See docs/neonize.md.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import platform
+import random
+import threading
+import time
+from types import SimpleNamespace
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from worker_container.transports.base import (
+    BANNED,
+    CONNECTION_LOST,
+    LOGGED_OUT,
+    PROXY_FAILED,
+    TRANSPORT_UNAVAILABLE,
+    Emit,
+    SendError,
+    SendResult,
+    Transport,
+    TransportConfig,
+)
+from worker_container.transports.neonize_events import (
+    CLIENT_OUTDATED,
+    STREAM_REPLACED,
+    SUBSCRIBED_EVENTS,
+    map_event,
+    unix_seconds,
+)
+from worker_container.transports.neonize_profile import DeviceProfile, device_profile
+from worker_container.transports.neonize_proxy import (
+    ProxyChoice,
+    ProxyRefused,
+    allow_no_proxy,
+    choose_proxy,
+    clear_proxy_environment,
+    redact_proxy_url,
+)
+from worker_container.transports.neonize_send import (
+    NOT_CONNECTED,
+    RESTRICTED,
+    classify_send_error,
+    fetch_media,
+    media_spec,
+    recipient_digits,
+    require_media_tools,
+    restriction_of,
+)
+
+log = logging.getLogger(__name__)
+
+DATABASE_NAME = "whatsmeow.sqlite3"
+# Errors after which reconnecting would hurt (ban signals) or fight another client.
+FATAL_CODES = {LOGGED_OUT, BANNED, STREAM_REPLACED, CLIENT_OUTDATED}
+BACKOFF_FIRST = 2.0
+BACKOFF_MAX = 120.0
+STABLE_AFTER = 300.0  # a connection that lived this long resets the backoff
+PRESENCE_INTERVAL = 240.0
+RECONNECT_STALL = 600.0  # whatsmeow's own reconnects given up on after this long
+WATCH_TICK = 15.0
+
+
+class NeonizeStartError(RuntimeError):
+    """The transport cannot start; the worker reports it and exits non-zero."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+
+
+def native_library_name() -> str:
+    """The file name neonize loads on this platform (neonize.utils.platform.generated_name)."""
+    system = platform.system().lower()
+    machine = platform.machine().lower()
+    machine = {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
+    ext = {"windows": "dll", "darwin": "dylib"}.get(system, "so")
+    return f"neonize-{system}-{machine}.{ext}"
+
+
+def load_neonize() -> SimpleNamespace:
+    """Import neonize (loads its Go library); NeonizeStartError TRANSPORT_UNAVAILABLE if it cannot."""
+    spec = importlib.util.find_spec("neonize")
+    if spec is None or not spec.submodule_search_locations:
+        raise NeonizeStartError(TRANSPORT_UNAVAILABLE,
+                                "neonize is not installed (pip install 'waorch[neonize]')")
+    library = os.path.join(list(spec.submodule_search_locations)[0], native_library_name())
+    if not os.path.isfile(library):
+        # Without its library neonize tries to download one from GitHub: never from a worker.
+        raise NeonizeStartError(TRANSPORT_UNAVAILABLE, f"neonize's native library is missing: {library}")
+    try:
+        from neonize import events
+        from neonize._binder import ProxySettings
+        from neonize.client import NewClient
+        from neonize.exc import NeonizeError
+        from neonize.proto.waCompanionReg.WAWebProtobufsCompanionReg_pb2 import DeviceProps
+        from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message
+        from neonize.utils.enum import ClientName, ClientType, Presence
+        from neonize.utils.jid import build_jid
+    except Exception as exc:  # OSError from ctypes, RuntimeError on a version mismatch, ImportError
+        detail = f"cannot load neonize's native library: {type(exc).__name__}: {exc}"
+        raise NeonizeStartError(TRANSPORT_UNAVAILABLE, detail) from None
+    return SimpleNamespace(events=events, ProxySettings=ProxySettings, NewClient=NewClient,
+                           NeonizeError=NeonizeError, DeviceProps=DeviceProps, Message=Message,
+                           ClientName=ClientName, ClientType=ClientType, Presence=Presence,
+                           build_jid=build_jid)
+
+
+def whatsmeow_proxy_settings(nz: SimpleNamespace, choice: ProxyChoice) -> Any:
+    """ProxySettings always given explicitly (else whatsmeow reads HTTPS_PROXY); nothing bypasses it."""
+    return nz.ProxySettings(proxy_address=choice.whatsmeow_url, no_websocket=False, only_login=False,
+                            no_media=False)
+
+
+def is_proxy_error(error_text: str) -> bool:
+    """True when a connect error comes from the proxy hop (SOCKS or HTTP CONNECT)."""
+    text = (error_text or "").lower()
+    return "socks connect" in text or "proxyconnect" in text
+
+
+def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
+    """Seconds before reconnect attempt `attempt` (0-based): doubling, capped, ±20 % jitter."""
+    base = min(BACKOFF_MAX, BACKOFF_FIRST * (2 ** min(attempt, 16)))
+    return base * (rng or random).uniform(0.8, 1.2)
+
+
+class NeonizeTransport(Transport):
+    name = "neonize"
+
+    def __init__(self, config: TransportConfig, emit: Emit) -> None:
+        super().__init__(config, emit)
+        self._nz: SimpleNamespace | None = None
+        self._client: Any = None
+        self._proxy: ProxyChoice | None = None
+        self._profile: DeviceProfile | None = None
+        self._thread: threading.Thread | None = None
+        self._watcher: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._linked = threading.Event()  # logged in and connected
+        self._kick = threading.Event()  # wakes the watcher (presence right after CONNECTED)
+        self._state_lock = threading.Lock()
+        self._fatal: str | None = None
+        self._lost_since: float | None = None
+        self._pair_requested = False
+        self._stopped = False
+        self._numbers = {"connects": 0, "connect_failures": 0, "restricted": 0, "presence_sent": 0}
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        try:
+            self._proxy = choose_proxy(self.config.proxy_url, allow_no_proxy())
+        except ProxyRefused as exc:
+            self._refuse(exc.code, exc.detail)
+        removed = clear_proxy_environment()  # before the Go runtime copies the environment
+        if removed:
+            log.warning("ignoring %s: the session's proxy is the only way out", ", ".join(removed))
+        self._profile = device_profile(self.config.profile, os.environ.get("PAIR_WITH_CODE", ""))
+        try:
+            self._nz = load_neonize()
+        except NeonizeStartError as exc:
+            self._refuse(exc.code, exc.detail)
+        logging.getLogger("neonize.utils.log").setLevel(max(logging.INFO, logging.getLogger().level))
+        os.makedirs(self.config.session_dir, mode=0o700, exist_ok=True)
+        self._client = self._new_client()
+        log.info("neonize session %s via proxy %s", self.config.session_id, self._proxy.redacted)
+        self._thread = threading.Thread(target=self._run, name="neonize-connect", daemon=True)
+        self._thread.start()
+        self._watcher = threading.Thread(target=self._watch, name="neonize-watch", daemon=True)
+        self._watcher.start()
+        # neonize's connect() runs whatsmeow on a non-daemon thread: stop it before the
+        # interpreter waits for non-daemon threads at exit (plain atexit runs too late).
+        register = getattr(threading, "_register_atexit", None)
+        if register is not None:
+            register(self.stop)
+
+    def _refuse(self, code: str, detail: str) -> None:
+        self.emit("ERROR", {"code": code, "detail": detail})
+        raise NeonizeStartError(code, detail)
+
+    def _new_client(self) -> Any:
+        nz, profile = self._nz, self._profile
+        props = nz.DeviceProps(os=profile.os,
+                               platformType=nz.DeviceProps.PlatformType.Value(profile.platform_type))
+        client = nz.NewClient(name=os.path.join(self.config.session_dir, DATABASE_NAME), props=props,
+                              uuid=self.config.session_id)
+        for event_name in SUBSCRIBED_EVENTS:
+            client.event(getattr(nz.events, event_name))(self._on_event)
+        client.event.qr(self._on_qr)
+        return client
+
+    def connected(self) -> bool:
+        return self._linked.is_set() and self._fatal is None
+
+    def stop(self) -> None:
+        with self._state_lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        self._stopping.set()
+        self._kick.set()
+        self._linked.clear()
+        if self._client is not None:
+            try:
+                self._client.stop()
+            except Exception:  # noqa: BLE001 - best effort while shutting down
+                log.debug("neonize stop failed", exc_info=True)
+        for thread in (self._thread, self._watcher):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout=15)
+
+    def counters(self) -> dict[str, Any]:
+        return {**self._numbers, "fatal": self._fatal, "pair_with_code": bool(self._profile and
+                                                                               self._profile.pair_with_code)}
+
+    # -- connection loop --------------------------------------------------------------------
+
+    def _run(self) -> None:
+        attempt = 0
+        settings = whatsmeow_proxy_settings(self._nz, self._proxy)
+        while not self._stopping.is_set() and self._fatal is None:
+            began = time.monotonic()
+            self._pair_requested = False
+            error = ""
+            try:
+                self._client.connect(settings)  # blocks; whatsmeow reconnects by itself inside
+            except Exception as exc:  # noqa: BLE001 - NeonizeError for dial failures, anything else too
+                error = str(exc) or type(exc).__name__
+            if self._stopping.is_set() or self._fatal is not None:
+                break
+            self._linked.clear()
+            self._numbers["connect_failures"] += 1
+            if time.monotonic() - began > STABLE_AFTER:
+                attempt = 0
+            delay = backoff_delay(attempt)
+            attempt += 1
+            code = PROXY_FAILED if is_proxy_error(error) else CONNECTION_LOST
+            self.emit("ERROR", {"code": code, "detail": self._redact(error or "connection ended"),
+                                "retry_in": round(delay, 1)})
+            self._stopping.wait(delay)
+
+    def _watch(self) -> None:
+        """Presence for keep-alive, and a fresh start when whatsmeow stopped reconnecting."""
+        next_presence = 0.0
+        while not self._stopping.is_set():
+            self._kick.wait(WATCH_TICK)
+            self._kick.clear()
+            if self._stopping.is_set():
+                return
+            now = time.monotonic()
+            if self.config.keep_alive and self.connected() and now >= next_presence:
+                self._send_presence()
+                next_presence = now + PRESENCE_INTERVAL * random.uniform(0.8, 1.2)
+            lost = self._lost_since
+            if lost is not None and now - lost > RECONNECT_STALL and self._fatal is None:
+                log.warning("no reconnect for %.0f s; restarting the connection", now - lost)
+                self._lost_since = None
+                try:
+                    self._client.stop()  # connect() returns; _run connects again with backoff
+                except Exception:  # noqa: BLE001
+                    log.warning("restarting the connection failed", exc_info=True)
+
+    def _send_presence(self) -> None:
+        try:
+            self._client.send_presence(self._nz.Presence.AVAILABLE)
+            self._numbers["presence_sent"] += 1
+        except Exception as exc:  # noqa: BLE001 - e.g. "can't send presence without PushName set"
+            log.info("presence not sent: %s", exc)
+
+    # -- events from Go threads -------------------------------------------------------------
+
+    def _on_event(self, client: Any, ev: Any) -> None:
+        try:
+            me = getattr(client, "me", None)
+            own = me.JID.User if me is not None and me.JID.User else self.config.phone
+            for event, data in map_event(ev, own):
+                self._deliver(event, data)
+        except Exception:  # noqa: BLE001 - never raise into Go
+            log.exception("could not handle neonize event %s", type(ev).__name__)
+
+    def _deliver(self, event: str, data: dict[str, Any]) -> None:
+        if event == "CONNECTED":
+            self._numbers["connects"] += 1
+            self._lost_since = None
+            self._linked.set()
+            self._kick.set()
+        elif event == "ERROR":
+            self._linked.clear()
+            code = data.get("code")
+            if code == CONNECTION_LOST:
+                if self._lost_since is not None:
+                    return  # already reported this outage; whatsmeow is reconnecting
+                self._lost_since = time.monotonic()
+            elif code in FATAL_CODES:
+                self._fatal = code
+                # Stopping from inside a Go callback could deadlock: do it from our thread.
+                threading.Thread(target=self._client.stop, name="neonize-fatal-stop", daemon=True).start()
+        self.emit(event, data)
+
+    def _on_qr(self, client: Any, data: bytes) -> None:
+        try:
+            if self._profile.pair_with_code:
+                if not self._pair_requested:
+                    self._pair_requested = True
+                    threading.Thread(target=self._request_pair_code, name="neonize-pair", daemon=True).start()
+                return
+            self.emit("QR", {"qr": data.decode("utf-8", "replace")})
+        except Exception:  # noqa: BLE001 - never raise into Go
+            log.exception("could not handle the QR code")
+
+    def _request_pair_code(self) -> None:
+        nz, profile = self._nz, self._profile
+        try:
+            code = self._client.PairPhone(self.config.phone, True,
+                                          client_name=nz.ClientName[profile.pair_client_name],
+                                          client_type=nz.ClientType[profile.pair_client_type])
+        except Exception as exc:  # noqa: BLE001
+            self.emit("ERROR", {"code": "PAIRING_FAILED", "detail": self._redact(str(exc))})
+            return
+        self.emit("PAIR_CODE", {"code": code})
+
+    # -- sending ----------------------------------------------------------------------------
+
+    def send(self, to: str, text: str, media: dict[str, Any] | None = None,
+             message_id: str | None = None) -> SendResult:
+        # message_id is not used: neonize 0.5.2's send_message takes no message id, so the
+        # journal keys on waorch's id and records WhatsApp's id (SendResult.wa_id) after.
+        if self._client is None or not self.connected():
+            raise SendError(NOT_CONNECTED, "not logged in to WhatsApp", retryable=True)
+        jid = self._nz.build_jid(recipient_digits(to))
+        message = self._build_media(media, text) if media else self._nz.Message(conversation=text)
+        try:
+            response = self._client.send_message(jid, message)
+        except Exception as exc:  # noqa: BLE001 - SendMessageError and anything from the Go side
+            raise self._send_failed(str(exc)) from None
+        return SendResult(wa_id=response.ID, timestamp=unix_seconds(response.Timestamp))
+
+    def _build_media(self, media: dict[str, Any], text: str) -> Any:
+        spec = media_spec(media, text)
+        require_media_tools(spec.kind)
+        data = fetch_media(spec, self.config.session_dir, self._proxy.requests_url)
+        client = self._client
+        try:  # each builder uploads to WhatsApp's media servers through the proxy
+            if spec.kind == "image":
+                return client.build_image_message(data, caption=spec.caption or None)
+            if spec.kind == "video":
+                return client.build_video_message(data, caption=spec.caption or None)
+            if spec.kind == "audio":
+                return client.build_audio_message(data)
+            return client.build_document_message(data, caption=spec.caption or None, title=spec.filename,
+                                                 filename=spec.filename, mimetype=spec.mimetype or None)
+        except SendError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise self._send_failed(f"media upload failed: {exc}") from None
+
+    def _send_failed(self, error_text: str) -> SendError:
+        error = classify_send_error(self._redact(error_text))
+        if error.code == RESTRICTED:
+            self._numbers["restricted"] += 1
+            self.emit("RESTRICTED", {"reason": restriction_of(error_text), "until": error.restricted_until,
+                                     "detail": error.detail})
+        return error
+
+    def _redact(self, text: str) -> str:
+        text = redact_proxy_url(text)
+        try:
+            password = urlsplit(self.config.proxy_url or "").password
+        except ValueError:
+            password = None
+        for secret in {password, unquote(password or "")} - {None, ""}:
+            text = text.replace(secret, "***")
+        return text
