@@ -39,6 +39,7 @@ EXIT_BY = 9.5  # the STOPPING event gets what is left of this
 CLAIM_ERROR_BACKOFF = (1.0, 30.0)
 
 NEVER_SENT_REASON = "session_lost"
+KEPT_AFTER_STOPPING = ("MESSAGE_STATUS", "INBOUND", "RESTRICTED")  # facts, not connection noise
 
 
 def _in_thread(fn: Callable[[], Any], name: str) -> tuple[threading.Event, dict[str, Any]]:
@@ -82,6 +83,8 @@ class Worker:
         self._stop_reason = ""
         self._wake = threading.Event()  # set on stop and on CONNECTED
         self._pings_done = threading.Event()
+        self._ping_lock = threading.Lock()  # orders events around STOPPING
+        self._stopping_sent = False
         self._claim_backoff = CLAIM_ERROR_BACKOFF[0]
 
     # ----- outside world -------------------------------------------------------------------
@@ -102,11 +105,16 @@ class Worker:
 
     def emit(self, event_type: str, data: dict[str, Any]) -> None:
         """The transport's event callback (any thread): forward without blocking."""
+        with self._ping_lock:
+            if self._stopping_sent and event_type not in KEPT_AFTER_STOPPING:
+                # Disconnects caused by our own stop are noise once STOPPING has been said.
+                log.debug("%s after STOPPING not forwarded", event_type)
+                return
+            self.client.event(event_type, data)
         if event_type == "CONNECTED":
             self._wake.set()
         if event_type == "ERROR":
             log.warning("transport error %s: %s", data.get("code"), data.get("detail"))
-        self.client.event(event_type, data)
 
     def connected(self) -> bool:
         try:
@@ -128,7 +136,11 @@ class Worker:
 
     def _ping_loop(self) -> None:
         while True:
-            self.client.event("PING", self.ping_data())
+            data = self.ping_data()
+            with self._ping_lock:
+                if self._pings_done.is_set():
+                    return
+                self.client.event("PING", data)
             if self._pings_done.wait(self.config.ping_interval):
                 return
 
@@ -291,10 +303,12 @@ class Worker:
             self.journal.refused(msg_id)
 
     def _shutdown(self) -> int:
-        self._pings_done.set()
         data = self.ping_data()
         data["reason"] = self._stop_reason
-        self.client.event("STOPPING", data)
+        with self._ping_lock:
+            self._pings_done.set()
+            self.client.event("STOPPING", data)
+            self._stopping_sent = True
         if self.transport is not None:
             done, outcome = _in_thread(self.transport.stop, "transport-stop")
             if not done.wait(TRANSPORT_STOP_TIMEOUT):

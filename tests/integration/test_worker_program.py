@@ -7,6 +7,7 @@ peer only, kept minimal.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from waorch.signing import verify
 from worker_container.journal import Journal
@@ -38,8 +40,10 @@ class Orchestrator:
         self.refused: list[str] = []  # why requests were refused (must stay empty)
         self.messages: list[dict[str, Any]] = []
         self.unavailable = 0  # answer this many upcoming requests 503, as an overloaded gateway would
+        self.hold_acks = False  # record ACKs but never answer them (the worker dies waiting)
         self.cond = threading.Condition()
         self._nonces: set[str] = set()
+        self.closed = False
         peer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -94,6 +98,10 @@ class Orchestrator:
             self.cond.notify_all()
         if kind == "claim":
             return self._claim(float(body.get("wait", 0)))
+        if kind == "ack" and self.hold_acks:
+            with self.cond:
+                self.cond.wait_for(lambda: not self.hold_acks or self.closed, timeout=DEADLINE)
+            return 503, None
         return 204, None
 
     def _refuse(self, why: str) -> tuple[int, Any]:
@@ -137,6 +145,9 @@ class Orchestrator:
         return [r["kind"] if r["kind"] != "event" else r["body"]["event"] for r in self.requests]
 
     def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
         self.server.shutdown()
         self.server.server_close()
 
@@ -299,3 +310,162 @@ def test_startup_reacks_sent_and_nacks_interrupted_before_claiming(orchestrator,
     worker.proc.send_signal(signal.SIGTERM)
     worker.wait()
     assert Journal(str(path)).reconcile() == []
+
+
+# ----- with the simulator behind a real SOCKS5 proxy -----------------------------------------
+
+needs_sim_transport = pytest.mark.skipif(
+    importlib.util.find_spec("worker_container.transports.sim") is None,
+    reason="worker_container/transports/sim.py is not written yet")
+
+
+@pytest.fixture
+def network():
+    """A simulator that pairs waiting sessions by itself, and a password-protected SOCKS5 proxy."""
+    from waorch.simulator.server import Simulator
+    from waorch.simulator.state import SimConfig
+    from waorch.socks5 import Socks5Server
+
+    config = SimConfig(demo_scan_after=0.3, receipt_delay=0.1, read_delay=0.2)
+    sim = Simulator(config=config).start_in_thread()
+    proxy = Socks5Server(username="user", password="proxy-pass-xyz").start_in_thread()
+    yield sim, proxy
+    proxy.stop()
+    sim.stop()
+
+
+def sim_env(orchestrator: Orchestrator, tmp_path: Path, network, **extra: str) -> dict[str, str]:
+    sim, proxy = network
+    return base_env(orchestrator, tmp_path, PROXY_URL=proxy.url, SIM_WIRE=sim.wire, **extra)
+
+
+def sim_messages(network, **query: str) -> list[dict[str, Any]]:
+    sim, _ = network
+    response = requests.get(f"{sim.url}/sim/messages", params=query, timeout=10)
+    response.raise_for_status()
+    return response.json()
+
+
+def outbox_message(msg_id: str, lease: str, to: str = "4915100000009", text: str = "hello") -> dict[str, Any]:
+    return {"id": msg_id, "to": to, "text": text, "media": None, "lease_token": lease,
+            "lease_expires_at": time.time() + 60, "attempt": 1}
+
+
+def connected(orchestrator: Orchestrator) -> None:
+    orchestrator.wait_for(lambda reqs: any(r["kind"] == "event" and r["body"]["event"] == "CONNECTED"
+                                           for r in reqs), "CONNECTED")
+
+
+def open_journal_entries(tmp_path: Path) -> list:
+    return Journal(str(tmp_path / "sessions" / "s1" / "outbox-journal.jsonl")).open_entries()
+
+
+@needs_sim_transport
+def test_sends_claimed_message_once_and_acks(orchestrator, start_worker, tmp_path, network) -> None:
+    worker = start_worker(sim_env(orchestrator, tmp_path, network))
+    connected(orchestrator)
+    with orchestrator.cond:
+        orchestrator.messages.append(outbox_message("m1", "lease-1"))
+        orchestrator.cond.notify_all()
+    ack = orchestrator.wait_for(lambda reqs: [r["body"] for r in reqs if r["kind"] == "ack"], "ack")[0]
+    assert (ack["msg_id"], ack["lease_token"]) == ("m1", "lease-1")
+    assert ack["wa_id"]
+    sent = sim_messages(network, to="4915100000009")
+    assert [m["text"] for m in sent] == ["hello"]
+    assert sent[0]["from"] == "4915100000001"
+    assert network[1].requests, "the worker must reach the simulator through its proxy"
+    ping = orchestrator.wait_for(lambda reqs: [r["body"]["data"] for r in reqs if r["kind"] == "event"
+                                               and r["body"]["event"] == "PING"
+                                               and r["body"]["data"].get("sent") == 1], "PING sent=1")[0]
+    assert ping["connected"] is True and ping["claimed"] == 1 and ping["pid"] == worker.proc.pid
+    worker.proc.send_signal(signal.SIGTERM)
+    assert worker.wait() == 0
+    assert orchestrator.events("STOPPING")
+    assert open_journal_entries(tmp_path) == []
+    assert_no_secrets(worker.log())
+
+
+@needs_sim_transport
+def test_sigterm_while_long_polling_exits_0_quickly(orchestrator, start_worker, tmp_path, network) -> None:
+    worker = start_worker(sim_env(orchestrator, tmp_path, network, CLAIM_WAIT="25"))
+    connected(orchestrator)
+    orchestrator.wait_for(lambda reqs: any(r["kind"] == "claim" for r in reqs), "a claim")
+    started = time.monotonic()
+    worker.proc.send_signal(signal.SIGTERM)
+    assert worker.wait() == 0
+    assert time.monotonic() - started < 10.0
+    stopping = orchestrator.events("STOPPING")
+    assert len(stopping) == 1 and stopping[0]["data"]["reason"] == "SIGTERM"
+    # No PING or ERROR after STOPPING: the orchestrator takes STOPPING as the last word.
+    kinds = orchestrator.kinds()
+    assert not {"PING", "ERROR"} & set(kinds[kinds.index("STOPPING"):])
+
+
+@needs_sim_transport
+def test_does_not_claim_until_connected(orchestrator, start_worker, tmp_path, network) -> None:
+    sim, _ = network
+    sim.network.config.demo_scan_after = None  # nobody scans: the session stays at its QR code
+    worker = start_worker(sim_env(orchestrator, tmp_path, network))
+    orchestrator.wait_for(lambda reqs: len([r for r in reqs if r["kind"] == "event"
+                                            and r["body"]["event"] == "PING"]) >= 3, "3 PINGs")
+    assert orchestrator.of_kind("claim") == []
+    assert all(p["data"]["connected"] is False for p in orchestrator.events("PING"))
+    worker.proc.send_signal(signal.SIGTERM)
+    assert worker.wait() == 0
+
+
+@needs_sim_transport
+def test_reclaimed_message_known_as_sent_is_acked_without_sending(orchestrator, start_worker, tmp_path,
+                                                                 network) -> None:
+    def fill(j: Journal) -> None:
+        j.claimed("m-old", "4915100000009", "lease-old")
+        j.sending("m-old")
+        j.sent("m-old", "WA-OLD", 1700000000.0)
+        j.refused("m-old")  # e.g. the re-ACK was refused: the journal still remembers the send
+        j.claimed("m-mid", "4915100000009", "lease-mid")
+        j.sending("m-mid")
+        j.refused("m-mid")
+
+    write_journal(tmp_path, fill)
+    with orchestrator.cond:
+        orchestrator.messages += [outbox_message("m-old", "lease-new"), outbox_message("m-mid", "lease-new2")]
+    worker = start_worker(sim_env(orchestrator, tmp_path, network))
+    orchestrator.wait_for(lambda reqs: sum(r["kind"] in ("ack", "nack") for r in reqs) >= 2, "ack+nack")
+    [ack] = orchestrator.of_kind("ack")
+    assert (ack["msg_id"], ack["lease_token"], ack["wa_id"]) == ("m-old", "lease-new", "WA-OLD")
+    [nack] = orchestrator.of_kind("nack")
+    assert (nack["msg_id"], nack["lease_token"], nack["retryable"]) == ("m-mid", "lease-new2", False)
+    assert sim_messages(network, to="4915100000009") == []
+    worker.proc.send_signal(signal.SIGTERM)
+    assert worker.wait() == 0
+
+
+@needs_sim_transport
+def test_killed_between_send_and_ack_is_sent_exactly_once(orchestrator, start_worker, tmp_path,
+                                                          network) -> None:
+    orchestrator.hold_acks = True
+    first = start_worker(sim_env(orchestrator, tmp_path, network))
+    connected(orchestrator)
+    with orchestrator.cond:
+        orchestrator.messages.append(outbox_message("m1", "lease-1"))
+        orchestrator.cond.notify_all()
+    held = orchestrator.wait_for(lambda reqs: [r["body"] for r in reqs if r["kind"] == "ack"], "held ack")[0]
+    first.proc.kill()  # SIGKILL: after the send, before the orchestrator answered the ACK
+    first.wait()
+    assert len(sim_messages(network, to="4915100000009")) == 1
+
+    orchestrator.hold_acks = False
+    second = start_worker(sim_env(orchestrator, tmp_path, network))
+    orchestrator.wait_for(lambda reqs: len([r for r in reqs if r["kind"] == "ack"]) >= 2, "re-ACK")
+    reack = orchestrator.of_kind("ack")[1]
+    assert (reack["msg_id"], reack["lease_token"], reack["wa_id"]) == ("m1", "lease-1", held["wa_id"])
+
+    def claim_after_reack(reqs: list[dict[str, Any]]) -> bool:
+        acks = [i for i, r in enumerate(reqs) if r["kind"] == "ack"]
+        return any(r["kind"] == "claim" for r in reqs[acks[1]:])
+
+    orchestrator.wait_for(claim_after_reack, "a claim after the re-ACK")
+    assert len(sim_messages(network, to="4915100000009")) == 1
+    second.proc.send_signal(signal.SIGTERM)
+    assert second.wait() == 0
+    assert open_journal_entries(tmp_path) == []
