@@ -1,0 +1,16 @@
+--! include proxy_lib
+--! include session_lib
+-- Removes a session from the registry and frees its proxy slot (the phone's sticky proxy stays).
+-- ARGV[1] id, ARGV[2] proxy ceiling
+-- Returns {'ok', phone, proxy url} | {'missing', '', ''}
+local sid = ARGV[1]
+local record = redis.call('HMGET', k_session(sid), 'phone', 'tenant', 'proxy_url')
+if redis.call('EXISTS', k_session(sid)) == 0 then return {'missing', '', ''} end
+local phone, tenant, url = record[1] or '', record[2] or '', record[3] or ''
+proxy_detach(url, sid, tonumber(ARGV[2]))
+redis.call('DEL', k_session(sid), 'session:status:' .. sid, 'session:qr:' .. sid, 'session:events:' .. sid)
+redis.call('SREM', 'sessions:active', sid)
+redis.call('SREM', 'sessions:all', sid)
+redis.call('SREM', 'sessions:tenant:' .. tenant, sid)
+if redis.call('GET', 'session:by_phone:' .. phone) == sid then redis.call('DEL', 'session:by_phone:' .. phone) end
+return {'ok', phone, url}
