@@ -10,7 +10,7 @@ import asyncio
 import re
 import secrets
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -20,6 +20,7 @@ from waorch.simulator.ban_model import AccountActivity, BanThresholds
 PHONE = re.compile(r"^[1-9]\d{6,14}$")
 MAX_MESSAGES = 100_000  # the message log is for tests and demos, not an archive
 MAX_PENDING = 1_000  # events kept for an offline account
+MAX_CLIENT_IDS = 10_000  # recent client message ids per account, for resends after a lost answer
 CODE_RESTRICTED = "463"
 
 
@@ -61,6 +62,7 @@ class Account:
     restricted_reason: str | None = None
     pending: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=MAX_PENDING))
     activity: AccountActivity = field(default_factory=AccountActivity)
+    sent_ids: OrderedDict[str, dict[str, Any]] = field(default_factory=OrderedDict)
     sent: int = 0
     received: int = 0
 
@@ -146,7 +148,8 @@ class Network:
             account.peer = None
             self._cancel_timers(account)
 
-    def send(self, peer: Peer, ref: Any, to: str, text: str, media: Any) -> None:
+    def send(self, peer: Peer, ref: Any, to: str, text: str, media: Any, client_id: Any = None) -> None:
+        """A send request; `client_id` (the client's message id) makes a resend return the first result."""
         account = self._account_of(peer)
 
         def fail(code: str, detail: str, retryable: bool, **extra: Any) -> None:
@@ -155,6 +158,11 @@ class Network:
 
         if account is None or not peer.logged_in:
             return fail("NOT_CONNECTED", "log in first", True)
+        if isinstance(client_id, str) and client_id in account.sent_ids:
+            first = account.sent_ids[client_id]
+            peer.send({"ev": "send_result", "ref": ref, "ok": True, "wa_id": first["id"], "ts": first["at"],
+                       "duplicate": True})
+            return None
         if not isinstance(to, str) or not PHONE.match(to):
             return fail("INVALID_RECIPIENT", "recipient must be E.164 digits", False)
         if not (isinstance(text, str) and text) and not isinstance(media, dict):
@@ -165,7 +173,7 @@ class Network:
                         restricted_until=account.restricted_until)
         reason = account.activity.on_send(now, self.config.ban_thresholds)
         if reason is not None:
-            fail("BANNED", reason, False)
+            fail("BANNED", reason, True)  # not sent: another account may still send it
             self.ban(account.phone, reason)
             return None
         wa_id = new_wa_id()
@@ -174,6 +182,10 @@ class Network:
                   "source_address": peer.source_address, "session": peer.session, "status": "sent"}
         self._remember(record)
         account.sent += 1
+        if isinstance(client_id, str):
+            account.sent_ids[client_id] = record
+            if len(account.sent_ids) > MAX_CLIENT_IDS:
+                account.sent_ids.popitem(last=False)
         peer.send({"ev": "send_result", "ref": ref, "ok": True, "wa_id": wa_id, "ts": now})
         recipient = self.accounts.get(to)
         if recipient is not None and recipient.banned_reason is not None:

@@ -113,7 +113,7 @@ class WireConnection:
             self._hello(request)
         elif op == "send":
             self.network.send(self, request.get("ref"), request.get("to"), request.get("text"),
-                              request.get("media"))
+                              request.get("media"), request.get("id"))
         else:
             self._error("UNKNOWN_OP", f"unknown op {op!r}")
         return None
