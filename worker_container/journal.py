@@ -5,6 +5,11 @@ transport is asked to send, so after a crash a message is either known never to 
 to WhatsApp (only `claimed`), known sent (`sent`, with its wa_id), or of unknown outcome
 (`sending` without `sent`), which is never sent again.
 
+Once the orchestrator has been told (or refused to listen), an entry is `settled`. A settled entry
+that was sent, or whose send was interrupted, is still kept for `retention` seconds: should the
+same message be claimed again (the orchestrator lost our answer, or its lease expired first), it is
+answered from the journal and never handed to WhatsApp a second time. Other settled entries go.
+
 Records: {"op": "claimed", "id", "to", "lease_token", "at"} · {"op": "sending", "id", "at"} ·
 {"op": "sent", "id", "wa_id", "sent_at", "at"} · {"op": "failed", "id", "reason", "retryable",
 "detail", "at"} · {"op": "acked"|"nacked"|"refused", "id", "at"} · {"op": "entry", ...} (a whole
@@ -26,14 +31,10 @@ log = logging.getLogger(__name__)
 INTERRUPTED_DETAIL = "interrupted during send; not retried to avoid a duplicate"
 NEVER_SENT_DETAIL = "claimed before the worker stopped; never sent"
 
-# States of an entry. Closed entries (acked, nacked) are dropped from memory and from the file
-# at the next compaction.
-CLAIMED, SENDING, SENT, FAILED, ACKED, NACKED = "claimed", "sending", "sent", "failed", "acked", "nacked"
-_CLOSED = (ACKED, NACKED)
-# Not a state: the orchestrator refused our ACK/NACK (e.g. the lease had expired). The entry keeps
-# its state and is kept for `retention` seconds, so that a re-claim of the same message is answered
-# from what we know (ACKed if sent, never sent twice) instead of being treated as new.
-REFUSED = "refused"
+# States of an entry, and the ops that settle one.
+CLAIMED, SENDING, SENT, FAILED = "claimed", "sending", "sent", "failed"
+ACKED, NACKED, REFUSED = "acked", "nacked", "refused"
+_REMEMBERED = (SENDING, SENT)  # settled entries worth keeping: handed (maybe) to WhatsApp
 
 
 @dataclass
@@ -47,7 +48,7 @@ class Entry:
     reason: str = ""
     retryable: bool = True
     detail: str = ""
-    refused: bool = False
+    settled: bool = False  # the orchestrator knows (or refused to hear); kept only for lookup()
     updated_at: float = 0.0
 
     @property
@@ -80,12 +81,13 @@ class _Stats:
 class Journal:
     """The outbox journal of one session, `path` (created with its directory if missing)."""
 
-    def __init__(self, path: str, compact_bytes: int = 256 * 1024, retention: float = 7 * 86400) -> None:
+    def __init__(self, path: str, compact_bytes: int = 256 * 1024, retention: float = 86400.0) -> None:
         self.path = path
         self.compact_bytes = compact_bytes
         self.retention = retention
         self.stats = _Stats()
         self._entries: dict[str, Entry] = {}
+        self._compacted_size = 0
         self._lock = threading.Lock()
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         self._load()
@@ -143,7 +145,7 @@ class Journal:
             # A re-claim keeps what we know about the message and only refreshes the lease.
             entry.to = record.get("to") or entry.to
             entry.lease_token = record.get("lease_token") or ""
-            entry.refused = False
+            entry.settled = False  # claimed again: it needs an answer again
         elif entry is None:
             log.warning("journal %s: %s record for unknown message %s ignored", self.path, op, msg_id)
             return
@@ -158,33 +160,33 @@ class Journal:
             entry.reason = str(record.get("reason") or "send_error")
             entry.retryable = bool(record.get("retryable"))
             entry.detail = str(record.get("detail") or "")
-        elif op in (ACKED, NACKED):
-            entry.state = op
-        elif op == REFUSED:
-            entry.refused = True
+        elif op in (ACKED, NACKED, REFUSED):
+            if entry.state not in _REMEMBERED:
+                del self._entries[msg_id]
+                return
+            entry.settled = True
         else:
             log.warning("journal %s: unknown op %r ignored", self.path, op)
             return
         entry.updated_at = at
-        if entry.state in _CLOSED:
-            del self._entries[msg_id]
 
     def lookup(self, msg_id: str) -> Entry | None:
-        """What the journal knows about an open message (a copy), or None."""
+        """What the journal knows about a message (a copy), settled or not, or None."""
         with self._lock:
             entry = self._entries.get(msg_id)
             return Entry(**asdict(entry)) if entry else None
 
     def open_entries(self) -> list[Entry]:
+        """Copies of the entries the orchestrator still has to be told about."""
         with self._lock:
-            return [Entry(**asdict(e)) for e in self._entries.values()]
+            return [Entry(**asdict(e)) for e in self._entries.values() if not e.settled]
 
     def reconcile(self) -> list[Action]:
         """What to tell the orchestrator about messages a previous run left unfinished."""
         actions = []
         for e in self.open_entries():
-            if e.refused:
-                continue  # the orchestrator already refused our answer; kept only for lookup()
+            if e.settled:
+                continue
             if e.state == SENT:
                 actions.append(Action("ack", e.id, e.lease_token, wa_id=e.wa_id, sent_at=e.sent_at))
             elif e.state == SENDING:
@@ -232,7 +234,7 @@ class Journal:
         self.maybe_compact()
 
     def refused(self, msg_id: str) -> None:
-        """The orchestrator refused our ACK/NACK: stop reporting it, remember it for a while."""
+        """The orchestrator refused our ACK/NACK: stop reporting it (it would refuse again)."""
         self._write({"op": REFUSED, "id": msg_id})
         self.maybe_compact()
 
@@ -242,8 +244,9 @@ class Journal:
         return os.fstat(self._file.fileno()).st_size
 
     def maybe_compact(self) -> bool:
-        """Compact when the file has grown past `compact_bytes`; True when it did."""
-        if self.size() < self.compact_bytes:
+        """Compact when the file has grown past `compact_bytes` (and doubled since the last
+        compaction, so that many remembered entries do not make every write compact); True when it did."""
+        if self.size() < max(self.compact_bytes, 2 * self._compacted_size):
             return False
         self.compact()
         return True
@@ -253,7 +256,7 @@ class Journal:
         current = now if now is not None else time.time()
         with self._lock:
             for msg_id, e in list(self._entries.items()):
-                if e.refused and current - e.updated_at > self.retention:
+                if e.settled and current - e.updated_at > self.retention:
                     del self._entries[msg_id]
             tmp = self.path + ".tmp"
             with open(tmp, "wb") as f:
@@ -262,6 +265,7 @@ class Journal:
                     f.write(json.dumps(record, separators=(",", ":"), default=str).encode() + b"\n")
                 f.flush()
                 os.fsync(f.fileno())
+            self._compacted_size = os.path.getsize(tmp)
             os.replace(tmp, self.path)
             self._fsync_dir()
             self._file.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -83,17 +84,41 @@ def test_crash_after_failed_send_renacks_with_recorded_reason(path: Path) -> Non
                                             retryable=False, detail="NOT_ON_WHATSAPP")]
 
 
-def test_acked_and_nacked_need_nothing(path: Path) -> None:
+def test_settled_entries_need_nothing_and_only_sends_are_remembered(path: Path) -> None:
     j = Journal(str(path))
     j.claimed("m1", "491", "l1")
     j.sending("m1")
     j.sent("m1", "WA1", 1.0)
     j.acked("m1")
     j.claimed("m2", "492", "l2")
-    j.nacked("m2")
+    j.nacked("m2")  # never sent: a later claim is a retry and must be sent
+    j.claimed("m3", "493", "l3")
+    j.sending("m3")
+    j.failed("m3", "send_error", True, "timeout")
+    j.nacked("m3")  # the transport said it did not go: same
+    j.claimed("m4", "494", "l4")
+    j.sending("m4")
+    j.nacked("m4")  # outcome unknown: remembered so that it is never sent
     j2 = reopen(j)
     assert j2.reconcile() == []
-    assert j2.lookup("m1") is None and j2.lookup("m2") is None
+    assert j2.open_entries() == []
+    assert j2.lookup("m2") is None and j2.lookup("m3") is None
+    m1, m4 = j2.lookup("m1"), j2.lookup("m4")
+    assert (m1.state, m1.wa_id, m1.settled) == (SENT, "WA1", True)
+    assert (m4.state, m4.settled) == (SENDING, True)
+
+
+def test_reclaim_of_an_acked_message_is_answered_from_the_journal(path: Path) -> None:
+    j = Journal(str(path))
+    j.claimed("m1", "491", "l1")
+    j.sending("m1")
+    j.sent("m1", "WA1", 1.0)
+    j.acked("m1")
+    # The orchestrator lost our ACK (e.g. Redis restarted) and hands the message out again.
+    j.claimed("m1", "491", "l2")
+    assert j.reconcile() == [Action("ack", "m1", "l2", wa_id="WA1", sent_at=1.0)]
+    j.acked("m1")
+    assert reopen(j).reconcile() == []
 
 
 def test_reclaim_after_send_keeps_the_sent_state_with_the_new_lease(path: Path) -> None:
@@ -119,7 +144,7 @@ def test_refused_answer_is_not_repeated_but_remembered(path: Path) -> None:
     j = reopen(j)
     assert j.reconcile() == []
     entry = j.lookup("m1")
-    assert entry is not None and entry.refused and entry.state == SENT
+    assert entry is not None and entry.settled and entry.state == SENT
     j.claimed("m1", "491", "l2")  # a new lease makes it answerable again
     assert j.reconcile() == [Action("ack", "m1", "l2", wa_id="WA1", sent_at=5.0)]
 
@@ -171,7 +196,7 @@ def test_records_for_unknown_messages_are_ignored(path: Path) -> None:
 
 
 def test_compaction_keeps_only_open_entries_and_stays_small(path: Path) -> None:
-    j = Journal(str(path), compact_bytes=4096)
+    j = Journal(str(path), compact_bytes=4096, retention=0.0)
     for i in range(300):
         j.claimed(f"m{i}", "491", f"l{i}")
         j.sending(f"m{i}")
@@ -181,7 +206,7 @@ def test_compaction_keeps_only_open_entries_and_stays_small(path: Path) -> None:
     j.sending("open-sent")
     j.sent("open-sent", "WAX", 9.0)
     j.claimed("open-claimed", "492", "ly")
-    j.compact()
+    j.compact(now=time.time() + 1)
     assert path.stat().st_size < 1024
     assert not Path(str(path) + ".tmp").exists()
     assert {r["id"] for r in records(path)} == {"open-sent", "open-claimed"}
@@ -199,6 +224,22 @@ def test_compaction_happens_by_itself_when_the_file_grows(path: Path) -> None:
     assert path.stat().st_size < 2048 + 200
     j.claimed("last", "491", "l")
     assert reopen(j).lookup("last") is not None
+
+
+def test_remembered_sends_do_not_make_every_write_compact(path: Path) -> None:
+    j = Journal(str(path), compact_bytes=2048)  # default retention: a day
+    sizes = []
+    for i in range(200):
+        j.claimed(f"m{i}", "491", f"l{i}")
+        j.sending(f"m{i}")
+        j.sent(f"m{i}", f"WA{i}", float(i))
+        sizes.append(j.size())
+        j.acked(f"m{i}")
+    compactions = sum(1 for a, b in zip(sizes, sizes[1:], strict=False) if b < a)
+    assert 1 <= compactions <= 10
+    j = reopen(j)
+    assert j.lookup("m0").wa_id == "WA0"
+    assert j.reconcile() == []
 
 
 def test_refused_entries_expire_at_compaction(path: Path) -> None:
