@@ -33,6 +33,7 @@ from worker_container.transports.base import (
 )
 from worker_container.transports.neonize_events import (
     CLIENT_OUTDATED,
+    PAIRING_FAILED,
     STREAM_REPLACED,
     SUBSCRIBED_EVENTS,
     map_event,
@@ -104,17 +105,41 @@ def load_neonize() -> SimpleNamespace:
         from neonize._binder import ProxySettings
         from neonize.client import NewClient
         from neonize.exc import NeonizeError
+        from neonize.proto import Neonize_pb2 as proto
         from neonize.proto.waCompanionReg.WAWebProtobufsCompanionReg_pb2 import DeviceProps
         from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message
-        from neonize.utils.enum import ClientName, ClientType, Presence
+        from neonize.utils.enum import ClientType, Presence
         from neonize.utils.jid import build_jid
     except Exception as exc:  # OSError from ctypes, RuntimeError on a version mismatch, ImportError
         detail = f"cannot load neonize's native library: {type(exc).__name__}: {exc}"
         raise NeonizeStartError(TRANSPORT_UNAVAILABLE, detail) from None
     return SimpleNamespace(events=events, ProxySettings=ProxySettings, NewClient=NewClient,
                            NeonizeError=NeonizeError, DeviceProps=DeviceProps, Message=Message,
-                           ClientName=ClientName, ClientType=ClientType, Presence=Presence,
-                           build_jid=build_jid)
+                           ClientType=ClientType, Presence=Presence, build_jid=build_jid, proto=proto)
+
+
+def device_props(nz: SimpleNamespace, profile: DeviceProfile) -> Any:
+    """whatsmeow's DeviceProps for the profile (neonize's default would announce "Neonize")."""
+    platform_type = nz.DeviceProps.PlatformType.Value(profile.platform_type)
+    return nz.DeviceProps(os=profile.os, platformType=platform_type)
+
+
+def pair_phone(nz: SimpleNamespace, client: Any, phone: str, profile: DeviceProfile) -> str:
+    """Request a pairing code showing the profile's "Browser (OS)" name on the phone."""
+    # neonize's PairPhone builds the display name from two small enums ("Chrome (Linux)" for a
+    # Mac profile, and a wrong client type); the Go call itself takes any name, so build the
+    # same request with the profile's name. Fall back to the public method if internals moved.
+    go = getattr(client, "_NewClient__client", None)
+    params_type = getattr(nz.proto, "PairPhoneParams", None)
+    client_type = nz.ClientType[profile.pair_client_type]
+    if go is None or params_type is None:
+        return client.PairPhone(phone, True, client_type=client_type)
+    payload = params_type(phone=phone, clientDisplayName=profile.pair_display_name,
+                          clientType=client_type.value, showPushNotification=True).SerializeToString()
+    result = nz.proto.PairPhoneReturnFunction.FromString(go.PairPhone(client.uuid, payload, len(payload)))
+    if result.Error:
+        raise nz.NeonizeError(result.Error)
+    return result.Code
 
 
 def whatsmeow_proxy_settings(nz: SimpleNamespace, choice: ProxyChoice) -> Any:
@@ -190,11 +215,9 @@ class NeonizeTransport(Transport):
         raise NeonizeStartError(code, detail)
 
     def _new_client(self) -> Any:
-        nz, profile = self._nz, self._profile
-        props = nz.DeviceProps(os=profile.os,
-                               platformType=nz.DeviceProps.PlatformType.Value(profile.platform_type))
-        client = nz.NewClient(name=os.path.join(self.config.session_dir, DATABASE_NAME), props=props,
-                              uuid=self.config.session_id)
+        nz = self._nz
+        client = nz.NewClient(name=os.path.join(self.config.session_dir, DATABASE_NAME),
+                              props=device_props(nz, self._profile), uuid=self.config.session_id)
         for event_name in SUBSCRIBED_EVENTS:
             client.event(getattr(nz.events, event_name))(self._on_event)
         client.event.qr(self._on_qr)
@@ -320,13 +343,10 @@ class NeonizeTransport(Transport):
             log.exception("could not handle the QR code")
 
     def _request_pair_code(self) -> None:
-        nz, profile = self._nz, self._profile
         try:
-            code = self._client.PairPhone(self.config.phone, True,
-                                          client_name=nz.ClientName[profile.pair_client_name],
-                                          client_type=nz.ClientType[profile.pair_client_type])
+            code = pair_phone(self._nz, self._client, self.config.phone, self._profile)
         except Exception as exc:  # noqa: BLE001
-            self.emit("ERROR", {"code": "PAIRING_FAILED", "detail": self._redact(str(exc))})
+            self.emit("ERROR", {"code": PAIRING_FAILED, "detail": self._redact(str(exc))})
             return
         self.emit("PAIR_CODE", {"code": code})
 

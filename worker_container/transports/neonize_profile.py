@@ -1,9 +1,10 @@
 """The linked-device profile (what the phone lists under "Linked devices") as neonize settings.
 
-neonize 0.5.2 lets a companion set, through whatsmeow's DeviceProps: `os` (the name the phone
-shows) and `platformType` (the browser/app icon and label); for pairing-code login, PairPhone's
-client type and client OS (Linux, Windows or Android only). Not settable: the app version (kept
-at whatsmeow's, which WhatsApp must accept), the user agent and the TLS/noise fingerprint.
+neonize 0.5.2 lets a companion set, through whatsmeow's DeviceProps: `os` and `platformType`;
+WhatsApp shows the device as "<browser of platformType> (<os>)", e.g. "Chrome (Mac OS)". For
+pairing-code login, whatsmeow's PairPhone takes a display name "Browser (OS)" and a client type.
+Not settable through neonize: the OS version, the app version (whatsmeow's own, which WhatsApp
+must accept), the user agent and the TLS/noise fingerprint.
 """
 
 from __future__ import annotations
@@ -11,31 +12,34 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-# browser name (lower case) → (DeviceProps.PlatformType name, neonize ClientType name)
-_BROWSERS = {
-    "chrome": ("CHROME", "CHROME"),
-    "google chrome": ("CHROME", "CHROME"),
-    "firefox": ("FIREFOX", "FIREFOX"),
-    "safari": ("SAFARI", "SAFARI"),
-    "edge": ("EDGE", "EDGE"),
-    "microsoft edge": ("EDGE", "EDGE"),
-    "opera": ("OPERA", "OPERA"),
-    "ie": ("IE", "IE"),
-    "desktop": ("DESKTOP", "ELECTRON"),
-    "electron": ("DESKTOP", "ELECTRON"),
+# DeviceProps.PlatformType names the inventory may use → neonize ClientType name for PairPhone
+_PLATFORMS = {
+    "CHROME": "CHROME",
+    "FIREFOX": "FIREFOX",
+    "SAFARI": "SAFARI",
+    "EDGE": "EDGE",
+    "OPERA": "OPERA",
+    "IE": "IE",
+    "DESKTOP": "ELECTRON",
+    "UWP": "UWP",
 }
-# OS name fragments → neonize ClientName (the only OS names PairPhone accepts)
-_PAIR_OS = (("windows", "WINDOWS"), ("android", "ANDROID"))
-_DEFAULT_BROWSER = "chrome"
+# browser names → PlatformType name, when a profile has no `platform`
+_BROWSERS = {
+    "chrome": "CHROME", "google chrome": "CHROME", "firefox": "FIREFOX", "safari": "SAFARI",
+    "edge": "EDGE", "microsoft edge": "EDGE", "opera": "OPERA", "ie": "IE",
+    "whatsapp desktop": "DESKTOP", "desktop": "DESKTOP", "electron": "DESKTOP",
+}
+_DEFAULT_PLATFORM = "CHROME"
 _DEFAULT_OS = "Windows"
+MAX_NAME = 40
 
 
 @dataclass(frozen=True)
 class DeviceProfile:
-    os: str  # DeviceProps.os: the device name WhatsApp shows
+    os: str  # DeviceProps.os
     platform_type: str  # DeviceProps.PlatformType name
+    pair_display_name: str  # "Browser (OS)" shown in the pairing-code notification
     pair_client_type: str  # neonize.utils.enum.ClientType name
-    pair_client_name: str  # neonize.utils.enum.ClientName name
     pair_with_code: bool
 
 
@@ -45,17 +49,18 @@ def truthy(value: Any) -> bool:
 
 
 def device_profile(profile: dict[str, Any] | None, pair_with_code_env: str = "") -> DeviceProfile:
-    """Read the orchestrator's profile {device_name?, os?, browser?, pair_with_code?} with defaults."""
+    """Read an inventory profile {device_name, browser, os, platform, pair_with_code?} with defaults."""
     profile = profile or {}
-    browser = str(profile.get("browser") or _DEFAULT_BROWSER).strip().lower()
-    platform_type, client_type = _BROWSERS.get(browser, _BROWSERS[_DEFAULT_BROWSER])
-    os_name = str(profile.get("os") or _DEFAULT_OS).strip()[:40]
-    shown = str(profile.get("device_name") or os_name).strip()[:40] or _DEFAULT_OS
-    client_name = next((name for fragment, name in _PAIR_OS if fragment in os_name.lower()), "LINUX")
+    platform = str(profile.get("platform") or "").strip().upper()
+    if platform not in _PLATFORMS:
+        platform = _BROWSERS.get(str(profile.get("browser") or "").strip().lower(), _DEFAULT_PLATFORM)
+    os_name = str(profile.get("os") or _DEFAULT_OS).strip()[:MAX_NAME] or _DEFAULT_OS
+    browser = str(profile.get("browser") or platform.title()).strip()[:MAX_NAME]
+    display = str(profile.get("device_name") or f"{browser} ({os_name})").strip()[:MAX_NAME]
     return DeviceProfile(
-        os=shown,
-        platform_type=platform_type,
-        pair_client_type=client_type,
-        pair_client_name=client_name,
+        os=os_name,
+        platform_type=platform,
+        pair_display_name=display,
+        pair_client_type=_PLATFORMS[platform],
         pair_with_code=truthy(pair_with_code_env) or truthy(profile.get("pair_with_code", False)),
     )

@@ -39,7 +39,7 @@ _RESTRICTIONS = (
 # The message may have left: whatsmeow gave up waiting for WhatsApp's ack. Retrying could
 # deliver it twice, which at-most-once forbids.
 _UNCERTAIN = re.compile(r"timed out|deadline exceeded|timeout", re.I)
-_NOT_CONNECTED = re.compile(r"not connected|not logged in|doesn't contain a device JID|"
+_NOT_CONNECTED = re.compile(r"not connected|not logged in|client is nil|doesn't contain a device JID|"
                             r"websocket (is )?(closed|disconnected)", re.I)
 
 
