@@ -276,7 +276,10 @@ def test_stop_is_idempotent(make_transport, sim):
         transport.send(OTHER, "after stop")
 
 
-def test_rejects_a_non_socks_proxy_url(make_transport):
+def test_rejects_a_non_socks_proxy_url_and_a_missing_phone(make_transport):
     transport, _ = make_transport(proxy_url="http://127.0.0.1:3128")
     with pytest.raises(ValueError, match="socks5"):
+        transport.start()
+    transport, _ = make_transport(phone="")
+    with pytest.raises(ValueError, match="PHONE"):
         transport.start()

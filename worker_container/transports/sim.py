@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 CREDS_FILE = "sim-creds.json"
 STREAM_REPLACED = "STREAM_REPLACED"
+PROTOCOL_ERROR = "PROTOCOL_ERROR"
 MAX_LINE = 1 << 20
 _SEPARATORS = re.compile(r"[\s\-()]")
 
@@ -100,6 +101,8 @@ class SimTransport(Transport):
     def start(self) -> None:
         if self._thread is not None:
             return
+        if not self.config.phone:
+            raise ValueError("the sim transport needs the account's phone number (PHONE)")
         self._proxy = proxy_for(self.config.proxy_url)  # ValueError: a bad URL is a config error
         self._wire = wire_address(self.config.sim_wire)
         self._thread = threading.Thread(target=self._run, name=f"sim-{self.config.session_id}",
@@ -283,7 +286,9 @@ class SimTransport(Transport):
                                  "detail": "another connection logged in as this account"})
             raise _Terminal
         elif kind == "error":
-            log.warning("simulator refused a request: %s %s", event.get("code"), event.get("detail"))
+            # Only a bug on our side produces these; say so rather than wait silently.
+            self._emit("ERROR", {"code": PROTOCOL_ERROR,
+                                 "detail": f"{event.get('code')}: {event.get('detail')}"})
         return None
 
     # -- pieces ----------------------------------------------------------------------------
