@@ -1,0 +1,33 @@
+"""Orchestrator tasks: proxy health checks (beat every 5 min, and on demand)."""
+
+from __future__ import annotations
+
+from tasks.celery_app import app
+from waorch import proxy_health
+from waorch.proxies import ProxyNotFound, ProxyPool
+from waorch.redis_client import get_redis
+
+LOCK = "lock:check_proxies"
+
+
+@app.task(name="tasks.orchestration.check_proxies", ignore_result=True)
+def check_proxies() -> int:
+    """Check every proxy through a real connection; returns how many were checked."""
+    r = get_redis()
+    if not r.set(LOCK, "1", nx=True, ex=600):
+        return 0
+    try:
+        return len(proxy_health.check_all(r))
+    finally:
+        r.delete(LOCK)
+
+
+@app.task(name="tasks.orchestration.check_proxy", ignore_result=True)
+def check_proxy(proxy_id: str) -> str | None:
+    """Check one proxy (by id) now; its status afterwards, None when it is gone."""
+    r = get_redis()
+    try:
+        url = ProxyPool(r).resolve(proxy_id)
+    except ProxyNotFound:
+        return None
+    return proxy_health.check_proxy(r, url)["status"]

@@ -1,0 +1,103 @@
+"""The watchdog: converge what runs (the runner's view) on what should run (`sessions:active`).
+
+Every round: desired sessions whose worker is gone are started, sessions whose PINGs stopped for
+WAORCH_PING_TIMEOUT are restarted (same proxy, same data), workers without a desired session are
+removed, sessions stranded on a BAD or removed proxy are moved, and stale proxy slots are freed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import redis
+
+from waorch import alert_events, keys, sessions, settings
+from waorch.proxies import ProxyPool, proxy_sessions_key
+from waorch.runners import ALIVE, Runner, RunnerUnavailable, get_runner
+
+log = logging.getLogger("waorch.watchdog")
+
+
+def reconcile(r: redis.Redis, runner: Runner | None = None, now: float | None = None) -> dict:
+    """One watchdog round; returns what it did (session ids per action)."""
+    runner = runner or get_runner()
+    now = time.time() if now is None else now
+    timeout = settings.get().ping_timeout
+    report: dict = {"started": [], "restarted": [], "removed": [], "relocated": [], "released": []}
+    try:
+        actual = runner.list()
+    except RunnerUnavailable as exc:
+        log.warning("watchdog: runner unavailable: %s", exc)
+        return {**report, "error": str(exc)}
+
+    desired = r.smembers(keys.SESSIONS_ACTIVE)
+    for session_id in sorted(desired):
+        session = sessions.get_session(r, session_id)
+        if session is None:
+            continue
+        if actual.get(session_id) not in ALIVE:
+            _act(runner.start, session, report["started"])
+            continue
+        last_sign = max(session["last_ping"] or 0, session["started_at"] or 0)
+        if now - last_sign > timeout:
+            log.warning("session %s sent no PING for %.0fs: restarting", session_id, now - last_sign)
+            alert_events.raise_alert(r, alert_events.SESSION_DOWN, session_id,
+                                     f"session {session_id} stopped answering; restarting it",
+                                     data={"silent_for": round(now - last_sign)})
+            if sessions.restart_session(r, session_id, reason=f"no PING for {now - last_sign:.0f}s"):
+                report["restarted"].append(session_id)
+
+    for session_id in sorted(set(actual) - desired):
+        try:
+            runner.remove(session_id)
+            report["removed"].append(session_id)
+        except RunnerUnavailable as exc:
+            log.warning("watchdog could not remove orphan %s: %s", session_id, exc)
+
+    report["relocated"] = _relocate_stranded(r)
+    report["released"] = _release_stale_slots(r)
+    _resolve_ended_restrictions(r, now)
+    return report
+
+
+def _act(action, session: dict, done: list[str]) -> None:
+    try:
+        action(session)
+        done.append(session["id"])
+    except RunnerUnavailable as exc:
+        log.warning("watchdog could not start session %s: %s", session["id"], exc)
+
+
+def _relocate_stranded(r: redis.Redis) -> list[str]:
+    """Sessions whose proxy is BAD or gone (an earlier move found no capacity) try again."""
+    from waorch import proxy_health  # noqa: PLC0415  (import cycle)
+
+    pool = ProxyPool(r)
+    known = set(pool.urls())
+    stranded = {s["proxy_url"] for s in sessions.list_sessions(r)
+                if s.get("desired") == "active" and s.get("proxy_url")
+                and (s["proxy_url"] not in known or r.get(keys.proxy_status(s["proxy_url"])) != "OK")}
+    moved: list[str] = []
+    for url in sorted(stranded):
+        moved += proxy_health.relocate_sessions(r, url, "proxy BAD or removed")["moved"]
+    return moved
+
+
+def _release_stale_slots(r: redis.Redis) -> list[str]:
+    """Slots held by sessions that no longer exist (a crash between two steps) are freed."""
+    pool = ProxyPool(r)
+    released = []
+    for url in pool.urls():
+        for session_id in r.smembers(proxy_sessions_key(url)):
+            if not r.exists(keys.session(session_id)):
+                pool.release(session_id, url)
+                released.append(session_id)
+    return released
+
+
+def _resolve_ended_restrictions(r: redis.Redis, now: float) -> None:
+    for alert in alert_events.active_alerts(r):
+        if alert["kind"] == alert_events.SESSION_RESTRICTED and (alert["data"].get("until") or 0) <= now:
+            alert_events.resolve(r, alert_events.SESSION_RESTRICTED, alert["subject"],
+                                 f"session {alert['subject']} may send again")
