@@ -438,6 +438,8 @@ def test_reclaimed_message_known_as_sent_is_acked_without_sending(orchestrator, 
     assert sim_messages(network, to="4915100000009") == []
     worker.proc.send_signal(signal.SIGTERM)
     assert worker.wait() == 0
+    [stopping] = orchestrator.events("STOPPING")
+    assert (stopping["data"]["sent"], stopping["data"]["claimed"]) == (0, 2)
 
 
 @needs_sim_transport
@@ -468,4 +470,36 @@ def test_killed_between_send_and_ack_is_sent_exactly_once(orchestrator, start_wo
     assert len(sim_messages(network, to="4915100000009")) == 1
     second.proc.send_signal(signal.SIGTERM)
     assert second.wait() == 0
+    # The simulator deduplicates by message id, so also check that the transport was not asked.
+    [stopping] = orchestrator.events("STOPPING")
+    assert stopping["data"]["sent"] == 0
+    assert open_journal_entries(tmp_path) == []
+
+
+@needs_sim_transport
+def test_failed_sends_are_nacked_with_their_reason(orchestrator, start_worker, tmp_path, network) -> None:
+    sim, _ = network
+    worker = start_worker(sim_env(orchestrator, tmp_path, network))
+    connected(orchestrator)
+    with orchestrator.cond:
+        orchestrator.messages.append(outbox_message("m-bad", "lease-1", to="12"))
+        orchestrator.cond.notify_all()
+    orchestrator.wait_for(lambda reqs: any(r["kind"] == "nack" for r in reqs), "nack of m-bad")
+    response = requests.post(f"{sim.url}/sim/accounts/4915100000001/restrict",
+                             json={"seconds": 3600, "reason": "reach-out time-lock"}, timeout=10)
+    response.raise_for_status()
+    until = int(response.json()["until"])
+    with orchestrator.cond:
+        orchestrator.messages.append(outbox_message("m-locked", "lease-2"))
+        orchestrator.cond.notify_all()
+    orchestrator.wait_for(lambda reqs: sum(r["kind"] == "nack" for r in reqs) >= 2, "nack of m-locked")
+    nacks = {n["msg_id"]: n for n in orchestrator.of_kind("nack")}
+    assert (nacks["m-bad"]["reason"], nacks["m-bad"]["retryable"]) == ("invalid_recipient", False)
+    assert nacks["m-locked"]["reason"] == "send_error"
+    assert nacks["m-locked"]["detail"].startswith("RESTRICTED")
+    assert f"until={until}" in nacks["m-locked"]["detail"]
+    assert orchestrator.of_kind("ack") == []
+    assert sim_messages(network, to="4915100000009") == []
+    worker.proc.send_signal(signal.SIGTERM)
+    assert worker.wait() == 0
     assert open_journal_entries(tmp_path) == []
