@@ -103,8 +103,9 @@ def _signal_group(pid: int, sig: int) -> None:
 def stop_children(children: Iterable[Child], timeout: float) -> None:
     """SIGTERM each child's process group, SIGKILL whatever is left after `timeout`.
 
-    Descendants are collected first: grandchildren that left the group (session workers in
-    their own sessions) are signalled individually so that nothing outlives the launcher.
+    Descendants are collected first. Grandchildren in process groups of their own (session
+    workers under the supervisor) are left to their parent's own shutdown, and only signalled
+    here if they outlive it, so that nothing outlives the launcher.
     """
     targets: list[tuple[Child, list[psutil.Process]]] = []
     for child in children:
@@ -113,23 +114,31 @@ def stop_children(children: Iterable[Child], timeout: float) -> None:
         tree = descendants(child.process.pid)
         if child.process.poll() is None or tree:
             targets.append((child, tree))
-    for child, tree in targets:
+    for child, _ in targets:
         _signal_group(child.process.pid, signal.SIGTERM)
-        for proc in tree:
-            with contextlib.suppress(psutil.Error):
-                if os.getpgid(proc.pid) != child.process.pid:
-                    proc.terminate()
     deadline = time.monotonic() + timeout
-    for child, tree in targets:
-        remaining = max(0.1, deadline - time.monotonic())
+    for child, _ in targets:
         with contextlib.suppress(subprocess.TimeoutExpired):
-            child.process.wait(remaining)
-        _, alive = psutil.wait_procs(tree, timeout=max(0.1, deadline - time.monotonic()))
-        if child.process.poll() is None or alive:
+            child.process.wait(max(0.1, deadline - time.monotonic()))
+    orphans = [p for _, tree in targets for p in tree if _alive(p)]
+    for proc in orphans:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    _, orphans = psutil.wait_procs(orphans, timeout=max(2.0, deadline - time.monotonic()))
+    for child, _ in targets:
+        if child.process.poll() is None:
             _signal_group(child.process.pid, signal.SIGKILL)
-            for proc in alive:
-                with contextlib.suppress(psutil.Error):
-                    proc.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                child.process.wait(5)
-            psutil.wait_procs(alive, timeout=5)
+    for proc in orphans:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    for child, _ in targets:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.process.wait(5)
+    psutil.wait_procs(orphans, timeout=5)
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False

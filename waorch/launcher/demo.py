@@ -1,21 +1,43 @@
-"""`waorch run --demo`: demo proxies in the inventory and a few sandbox sessions."""
+"""`waorch run --demo`: the demo proxies in the inventory and a few sandbox sessions."""
 
 from __future__ import annotations
 
-import threading
+import logging
 
 import redis
 
 from waorch.launcher.plan import DEMO_PROXY_USER, Endpoints
+
+log = logging.getLogger("waorch.run")
+
+# Valid numbers in the North American fictional 555-01xx range: they belong to nobody.
+DEMO_PHONES = ("12025550101", "12025550102")
 
 
 def proxy_urls(endpoints: Endpoints, password: str) -> list[str]:
     return [f"socks5h://{DEMO_PROXY_USER}:{password}@{host}:{port}" for host, port in endpoints.proxies]
 
 
-def bootstrap(r: redis.Redis, endpoints: Endpoints, socks_password: str, demo: bool,
-              stop: threading.Event) -> list[str]:
-    """Add demo proxies and sessions (when the building blocks exist); returns notes to print."""
-    if not demo:
-        return []
-    return ["demo proxies and sessions are not available in this build yet"]
+def bootstrap(r: redis.Redis, endpoints: Endpoints, socks_password: str, tenant: str) -> list[str]:
+    """Add the demo proxies and sessions (a re-run finds them already there); notes to print."""
+    from waorch import sessions  # noqa: PLC0415  (pulls in the runner machinery)
+    from waorch.proxies import ProxyPool, redact  # noqa: PLC0415
+
+    notes = []
+    pool = ProxyPool(r)
+    for url in proxy_urls(endpoints, socks_password):
+        _, added = pool.add(url)
+        notes.append(f"demo proxy {redact(url)} {'added' if added else 'already in the inventory'}")
+    for phone in DEMO_PHONES:
+        try:
+            session = sessions.create_session(r, tenant, phone, label="demo")
+        except sessions.SessionExists as exc:
+            # A re-run: the session is kept, and made to run again if it had been stopped.
+            sessions.restart_session(r, exc.session_id, reason="waorch run --demo")
+            notes.append(f"demo session {exc.session_id} (+{phone}) restarted")
+            continue
+        except (sessions.NoProxyCapacity, ValueError) as exc:
+            notes.append(f"demo session +{phone} not created: {exc}")
+            continue
+        notes.append(f"demo session {session['id']} (+{phone}) created; the simulator pairs it")
+    return notes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -20,8 +21,10 @@ from waorch.launcher.plan import (
     redis_spec,
 )
 from waorch.launcher.ports import any_free, bindable
-from waorch.launcher.state import FLOWER_AUTH_FILE, StateDir
+from waorch.launcher.state import DEMO_TENANT, FLOWER_AUTH_FILE, StateDir
 from waorch.redis_server import reachable, redis_binary
+
+log = logging.getLogger("waorch.run")
 
 # A child that crashes this often within the window is not restarted again: the launcher stops
 # everything and exits non-zero, since a crash loop means a broken set-up, not bad luck.
@@ -99,17 +102,16 @@ class Launcher:
         api_key, _ = self.state.admin_key(redis_client.get_redis())
 
         specs, skipped = process_specs(opts, self.state, endpoints, env, flower_auth, socks_password,
-                                       self._log_says)
+                                       self)
         for note in skipped:
             self.echo(f"waorch run: not starting {note}")
         for spec in specs:
             self._start(spec)
         self._wait_ready([self.children[s.name] for s in specs])
 
-        notes = demo.bootstrap(redis_client.get_redis(), endpoints, socks_password,
-                               demo=opts.demo, stop=self._stop)
-        for note in notes:
-            self.echo(f"waorch run: {note}")
+        if opts.demo:
+            for note in demo.bootstrap(redis_client.get_redis(), endpoints, socks_password, DEMO_TENANT):
+                self.echo(f"waorch run: {note}")
         self.info = {
             "api_url": endpoints.api_root,
             "api_key": api_key,
@@ -159,9 +161,13 @@ class Launcher:
         self.children[spec.name] = child
         child.start()
 
-    def _log_says(self, name: str, text: str) -> bool:
+    def log_says(self, name: str, text: str) -> bool:
         child = self.children.get(name)
         return bool(child) and text in child.log_since_start()
+
+    def pid_of(self, name: str) -> int | None:
+        child = self.children.get(name)
+        return child.pid if child else None
 
     def _wait_ready(self, children: list[Child]) -> None:
         started = time.monotonic()
@@ -234,10 +240,12 @@ class Launcher:
         tiers = sorted({c.spec.stop_tier for c in self.children.values()})
         for tier in tiers:
             group = [c for c in self.children.values() if c.spec.stop_tier == tier]
+            began = time.monotonic()
             try:
                 stop_children(group, timeout=max(c.spec.stop_timeout for c in group))
             except Exception as exc:  # noqa: BLE001  (keep stopping the other tiers)
                 self.echo(f"waorch run: error while stopping {[c.name for c in group]}: {exc!r}")
+            log.info("stopped %s in %.1f s", ", ".join(c.name for c in group), time.monotonic() - began)
 
 
 def _redact(url: str) -> str:

@@ -8,6 +8,7 @@ import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from waorch.launcher import readiness
 from waorch.launcher.children import ChildSpec
@@ -19,6 +20,14 @@ DEMO_PROXY_USER = "demo"
 DEMO_SCAN_AFTER = 3.0
 # `waorch <name>` as a child: the same interpreter, whether or not the console script is on PATH.
 _CLI = ("-c", "import sys; from waorch.cli.main import cli; sys.exit(cli(prog_name='waorch'))")
+
+
+class ChildWatch(Protocol):
+    """What readiness checks may ask the launcher about its children."""
+
+    def log_says(self, name: str, text: str) -> bool: ...
+
+    def pid_of(self, name: str) -> int | None: ...
 
 
 @dataclass
@@ -125,8 +134,21 @@ def redis_spec(binary: str, state: StateDir, port: int, env: dict[str, str]) -> 
                      stop_timeout=20)
 
 
+def supervisor_heartbeat_pid(redis_url: str) -> int | None:
+    """The pid the running supervisor last reported in Redis, if any."""
+    from waorch.redis_client import get_redis  # noqa: PLC0415
+    from waorch.runners.process import HEARTBEAT  # noqa: PLC0415
+
+    try:
+        value = get_redis(redis_url).get(HEARTBEAT)
+    except Exception:  # noqa: BLE001  (Redis hiccup: not ready yet)
+        return None
+    return int(value) if value and value.isdigit() else None
+
+
 def process_specs(options: RunOptions, state: StateDir, endpoints: Endpoints, env: dict[str, str],
-                  flower_auth: str, socks_password: str, log_says) -> tuple[list[ChildSpec], list[str]]:
+                  flower_auth: str, socks_password: str,
+                  watch: ChildWatch) -> tuple[list[ChildSpec], list[str]]:
     """The processes to start, and notes about the ones this build cannot start."""
     specs: list[ChildSpec] = []
     skipped: list[str] = []
@@ -142,7 +164,7 @@ def process_specs(options: RunOptions, state: StateDir, endpoints: Endpoints, en
             ready=lambda node=node: readiness.celery_pong(env["REDIS_URL"], node), stop_timeout=25))
     specs.append(ChildSpec(
         "beat", waorch_argv("beat", "--schedule-file", str(state.root / "celerybeat-schedule")), env,
-        ready=lambda: log_says("beat", "beat: Starting")))
+        ready=lambda: watch.log_says("beat", "beat: Starting")))
     flower_env = {**env, "WAORCH_FLOWER_BASIC_AUTH": flower_auth}
     specs.append(ChildSpec(
         "flower", waorch_argv("flower", "--address", endpoints.bind, "--port", str(endpoints.flower_port)),
@@ -166,8 +188,9 @@ def process_specs(options: RunOptions, state: StateDir, endpoints: Endpoints, en
             ready=readiness.all_of(*[lambda h=h, p=p: readiness.port_open(h, p)
                                      for h, p in endpoints.proxies])))
     if command_available("supervisor"):
-        specs.append(ChildSpec("supervisor", waorch_argv("supervisor"), env, stop_tier=0,
-                               stop_timeout=25))
+        specs.append(ChildSpec(
+            "supervisor", waorch_argv("supervisor"), env, stop_tier=0, stop_timeout=25,
+            ready=lambda: supervisor_heartbeat_pid(env["REDIS_URL"]) == watch.pid_of("supervisor")))
     else:
         skipped.append("process runner (`waorch supervisor` is not in this build)")
     return specs, skipped
