@@ -118,11 +118,10 @@ class Journal:
                     record = json.loads(line)
                     if not isinstance(record, dict) or not isinstance(record.get("id"), str):
                         raise ValueError("not a record")
-                except ValueError:
+                    self._apply(record)
+                except (ValueError, TypeError):
                     self.stats.bad_lines += 1
                     log.warning("journal %s: ignoring an unreadable record", self.path)
-                else:
-                    self._apply(record)
             good_end = pos
         if good_end < len(data):
             # Cut the torn tail so that the next record does not get glued to it.

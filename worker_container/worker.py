@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from worker_container import journal as jr
-from worker_container.config import SESSION_ID_RE, ConfigError, WorkerConfig, report_target
+from worker_container.config import ConfigError, WorkerConfig, report_target
+from worker_container.logs import configure_logging
 from worker_container.orchestrator_client import (
     ACCEPTED,
     GAVE_UP,
@@ -322,14 +322,6 @@ class Worker:
         return 0
 
 
-def configure_logging(session_id: str = "-") -> None:
-    """Log to stderr only: neonize writes to stdout."""
-    logging.basicConfig(stream=sys.stderr, level=os.environ.get("WORKER_LOG_LEVEL", "INFO").upper(),
-                        format=f"%(asctime)s %(levelname)s worker[{session_id}] %(name)s: %(message)s",
-                        force=True)
-    logging.getLogger("urllib3").setLevel(logging.WARNING)
-
-
 def report_config_error(environ: Mapping[str, str], error: ConfigError) -> None:
     """Tell the orchestrator why this worker cannot start, when the environment allows it."""
     target = report_target(environ)
@@ -344,8 +336,7 @@ def report_config_error(environ: Mapping[str, str], error: ConfigError) -> None:
 def main(environ: Mapping[str, str] | None = None) -> int:
     """Entry point of `python -m worker_container`; returns the exit code."""
     environ = os.environ if environ is None else environ
-    session_id = environ.get("SESSION_ID") or ""
-    configure_logging(session_id if SESSION_ID_RE.fullmatch(session_id) else "-")
+    configure_logging(environ)
     try:
         config = WorkerConfig.from_env(environ)
     except ConfigError as exc:

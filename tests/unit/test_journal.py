@@ -182,10 +182,11 @@ def test_garbage_line_in_the_middle_is_skipped(path: Path) -> None:
     j.close()
     with open(path, "ab") as f:
         f.write(b"\x00\x00garbage\n")
+        f.write(b'{"op":"entry","id":"m9","no_such_field":1,"at":"x"}\n[1,2]\n{"op":"claimed","id":5}\n')
     j = Journal(str(path))
     j.claimed("m2", "492", "l2")
     j = reopen(j)
-    assert j.stats.bad_lines == 1
+    assert j.stats.bad_lines == 4
     assert {a.msg_id for a in j.reconcile()} == {"m1", "m2"}
 
 

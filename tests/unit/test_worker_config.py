@@ -145,3 +145,28 @@ def test_report_target_needs_only_the_reporting_fields() -> None:
     assert report_target(env(SESSION_ID="bad/id")) is None
     assert report_target(env(WEBHOOK_URL="nope")) is None
     assert report_target(env(WEBHOOK_SECRET=None)) is None
+
+
+def test_log_lines_never_carry_the_secret_or_proxy_password() -> None:
+    import io
+    import logging
+
+    from worker_container.logs import RedactingFormatter, secrets_of
+
+    environ = env(PROXY_URL="socks5h://user:p%40ss-word@proxy.example:1080")
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(RedactingFormatter("%(message)s", secrets_of(environ)))
+    logger = logging.getLogger("test-redaction")
+    logger.addHandler(handler)
+    try:
+        try:
+            raise OSError("cannot reach socks5h://user:p@ss-word@proxy.example:1080 (p%40ss-word)")
+        except OSError:
+            logger.exception("secret is %s", "top-secret-value")
+    finally:
+        logger.removeHandler(handler)
+    text = stream.getvalue()
+    assert "cannot reach" in text and "secret is ***" in text
+    for secret in ("top-secret-value", "p@ss-word", "p%40ss-word"):
+        assert secret not in text
