@@ -37,8 +37,6 @@ def create_app(overrides: dict | None = None) -> Flask:
     if overrides:
         app.config.update(overrides)
     logging.basicConfig(level=conf.log_level)
-    register_error_handlers(app)
-
     @app.before_request
     def _json_only():
         # 415 for bodies that are not JSON, on every endpoint that takes one
@@ -49,4 +47,6 @@ def create_app(overrides: dict | None = None) -> Flask:
     api = Api(app)
     for blueprint in load_blueprints():
         api.register_blueprint(blueprint)
+    # after Api(app): flask-smorest registers its own HTTPException handler, ours must win
+    register_error_handlers(app)
     return app

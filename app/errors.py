@@ -55,7 +55,7 @@ def register_error_handlers(app: Flask) -> None:
             # webargs nests by location ("json", "query"): flatten the single location case
             errors = next(iter(messages.values())) if len(messages) == 1 else messages
         message = exc.description if status != 422 else "the request did not validate"
-        headers = dict(data.get("headers", {})) if isinstance(data, dict) else {}
+        headers = dict(data.get("headers") or {}) if isinstance(data, dict) else {}
         return error_response(status, _CODES.get(status, "error"), str(message), errors, headers)
 
     @app.errorhandler(redis.RedisError)

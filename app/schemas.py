@@ -80,7 +80,8 @@ class BatchSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    messages = fields.List(fields.Dict(), required=True, validate=validate.Length(min=1))
+    # items are validated one by one in the view, so that bad ones are reported by index
+    messages = fields.List(fields.Raw(), required=True, validate=validate.Length(min=1))
 
 
 class AcceptedSchema(Schema):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from tasks import dispatch
 from tasks.celery_app import app
-from tasks.dispatch import enqueue
 from waorch import dispatching, settings
 from waorch.redis_client import get_redis
 
@@ -25,5 +25,5 @@ def recover_unrouted() -> int:
     """Re-dispatch accepted messages whose dispatch task never ran (e.g. publish failed)."""
     stuck = dispatching.stuck_unrouted(get_redis(), settings.get().recover_after)
     if stuck:
-        enqueue(stuck)
+        dispatch.enqueue(stuck)
     return len(stuck)

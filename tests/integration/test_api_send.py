@@ -108,7 +108,7 @@ def test_idempotency_replay_and_conflict(api_client, r):
     assert dispatch_queue_length(r) == 1 and r.zcard(keys.MESSAGES_ALL) == 1
     other = api_client.post("/api/send", json={"to": TO, "text": "changed"}, headers=headers)
     assert other.status_code == 409 and other.json()["code"] == "idempotency_conflict"
-    bad = api_client.post("/api/send", json={"to": TO, "text": "x"}, headers={"Idempotency-Key": " "})
+    bad = api_client.post("/api/send", json={"to": TO, "text": "x"}, headers={"Idempotency-Key": "k" * 201})
     assert bad.status_code == 400
 
 
