@@ -1,0 +1,189 @@
+"""`waorch supervisor` as a real process hosting real child processes (a stand-in worker program)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from waorch import keys, sessions, settings
+from waorch.proxies import ProxyPool
+from waorch.runners import RunnerUnavailable
+from waorch.runners.process import STATE, ProcessRunner
+
+STAND_IN = Path(__file__).with_name("stand_in_worker.py")
+DEADLINE = 60.0
+WAORCH = [sys.executable, "-c", "from waorch.cli.main import cli; cli()"]
+
+
+def wait_for(predicate, what: str, timeout: float = DEADLINE):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is dead for our purpose
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def env(redis_url, tmp_path, monkeypatch):
+    monkeypatch.setenv("WAORCH_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("WAORCH_WORKER_COMMAND", f"{sys.executable} {STAND_IN}")
+    monkeypatch.setenv("WAORCH_RESTART_BACKOFF_MAX", "2")
+    settings.get.cache_clear()
+    return {**os.environ}
+
+
+@pytest.fixture
+def supervisor(env, tmp_path):
+    with open(tmp_path / "supervisor.log", "wb") as log:
+        process = subprocess.Popen(WAORCH + ["supervisor"], env=env,
+                                   stdout=log, stderr=subprocess.STDOUT)
+        yield process
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture
+def runner(r, supervisor):
+    runner = ProcessRunner(r)
+    wait_for(lambda: _details_or_none(runner) is not None, "the supervisor's heartbeat")
+    return runner
+
+
+def _details_or_none(runner):
+    try:
+        return runner.details()
+    except RunnerUnavailable:
+        return None
+
+
+def _create(r, phone="491510000001"):
+    if not ProxyPool(r).urls():
+        ProxyPool(r).add("socks5h://u:pw@127.0.0.2:1080")
+    return sessions.create_session(r, "acme", phone)
+
+
+def _starts(session_id: str) -> list[str]:
+    path = sessions.sessions_root() / session_id / "starts.txt"
+    return path.read_text().split("\n")[:-1] if path.exists() else []
+
+
+def _pid(runner, session_id):
+    info = runner.details().get(session_id) or {}
+    return info.get("pid") if info.get("state") == "running" else None
+
+
+def test_no_supervisor_means_runner_unavailable(r):
+    with pytest.raises(RunnerUnavailable, match="supervisor"):
+        ProcessRunner(r).list()
+
+
+def test_worker_gets_its_environment_and_data_dir(r, runner):
+    s = _create(r)
+    pid = wait_for(lambda: _pid(runner, s["id"]), "the worker to run")
+    env_file = sessions.sessions_root() / s["id"] / "env.json"
+    wait_for(env_file.exists, "env.json")
+    seen = json.loads(env_file.read_text())
+    for name, value in sessions.worker_environment(s).items():
+        assert seen[name] == value, name
+    assert "REDIS_URL" not in seen and "WAORCH_SECRET_KEY" not in seen
+    assert _starts(s["id"]) == [str(pid)]
+    assert runner.list() == {s["id"]: "running"}
+
+
+def test_crashed_worker_is_restarted_and_killed_worker_too(r, runner):
+    s = _create(r)
+    first = wait_for(lambda: _pid(runner, s["id"]), "the worker to run")
+    os.kill(first, signal.SIGKILL)
+    second = wait_for(lambda: (p := _pid(runner, s["id"])) and p != first and p, "a new worker")
+    assert runner.details()[s["id"]]["restarts"] == 1
+    crash = sessions.sessions_root() / s["id"] / "crash"
+    crash.touch()
+    os.kill(second, signal.SIGKILL)
+    # it now crashes at once, again and again: restarts continue with backoff, never a busy loop
+    wait_for(lambda: len(_starts(s["id"])) >= 5, "repeated restarts", timeout=90)
+    crash.unlink()
+    wait_for(lambda: _pid(runner, s["id"]), "the worker to stay up again", timeout=30)
+
+
+def test_restart_command_and_desired_stop(r, runner):
+    s = _create(r)
+    first = wait_for(lambda: _pid(runner, s["id"]), "the worker to run")
+    sessions.restart_session(r, s["id"])
+    wait_for(lambda: (p := _pid(runner, s["id"])) and p != first, "the restarted worker")
+    assert f"stopped {first}" in _starts(s["id"])  # graceful: SIGTERM first
+    sessions.stop_session(r, s["id"])
+    wait_for(lambda: runner.list().get(s["id"]) in (None, "exited"), "the worker to stop")
+    assert not _alive(first)
+
+
+def test_deleted_session_worker_goes_away_and_data_stays(r, runner):
+    s = _create(r)
+    pid = wait_for(lambda: _pid(runner, s["id"]), "the worker to run")
+    sessions.delete_session(r, s["id"])
+    wait_for(lambda: s["id"] not in runner.list(), "the worker to be removed")
+    wait_for(lambda: not _alive(pid), "the process to end")
+    assert (sessions.sessions_root() / s["id"] / "env.json").exists()
+
+
+def test_worker_ignoring_sigterm_is_killed(r, runner):
+    s = _create(r)
+    data = sessions.sessions_root() / s["id"]
+    data.mkdir(parents=True, exist_ok=True)
+    (data / "ignore-sigterm").touch()
+    pid = wait_for(lambda: _pid(runner, s["id"]), "the worker to run")
+    sessions.stop_session(r, s["id"])
+    wait_for(lambda: not _alive(pid), "SIGKILL after the grace period", timeout=40)
+
+
+def test_sigterm_stops_every_child_and_clears_state(r, runner, supervisor):
+    ids = [_create(r, f"49151000000{i}")["id"] for i in range(3)]
+    pids = [wait_for(lambda sid=sid: _pid(runner, sid), "workers") for sid in ids]
+    supervisor.send_signal(signal.SIGTERM)
+    assert supervisor.wait(40) == 0
+    assert not any(_alive(p) for p in pids)
+    assert not r.exists(STATE)
+    with pytest.raises(RunnerUnavailable):
+        runner.list()
+    assert r.scard(keys.SESSIONS_ACTIVE) == 3  # desired state is untouched
+
+
+def test_killed_supervisor_takes_its_children_along(r, runner, supervisor):
+    s = _create(r)
+    pid = wait_for(lambda: _pid(runner, s["id"]), "the worker to run")
+    supervisor.kill()
+    supervisor.wait(10)
+    wait_for(lambda: not _alive(pid), "the orphaned worker to get SIGTERM from the kernel")
+
+
+def test_only_one_supervisor_per_redis(runner, env):
+    second = subprocess.run(WAORCH + ["supervisor"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert second.returncode != 0
+    assert "another `waorch supervisor` is running" in second.stderr
+    assert "Traceback" not in second.stderr
