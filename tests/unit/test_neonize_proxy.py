@@ -6,11 +6,10 @@ import pytest
 
 from worker_container.transports.base import CONFIG_INVALID
 from worker_container.transports.neonize_proxy import (
-    PROXY_ENV_VARS,
     ProxyRefused,
     allow_no_proxy,
     choose_proxy,
-    clear_proxy_environment,
+    environment_proxies,
     redact_proxy_url,
 )
 
@@ -84,11 +83,23 @@ def test_redact_proxy_url() -> None:
     assert redact_proxy_url("socks5://h:1") == "socks5://h:1"
 
 
-def test_clear_proxy_environment_removes_every_proxy_variable() -> None:
-    env = {name: "http://decoy:1" for name in PROXY_ENV_VARS} | {"PATH": "/bin", "NO_PROXY": "x"}
-    removed = clear_proxy_environment(env)
-    assert sorted(removed) == sorted(PROXY_ENV_VARS)
-    assert env == {"PATH": "/bin", "NO_PROXY": "x"}
+def test_environment_proxies_lists_the_non_empty_ones() -> None:
+    env = {"HTTPS_PROXY": "http://decoy:1", "http_proxy": " ", "ALL_PROXY": "socks5://x:1", "PATH": "/bin"}
+    assert environment_proxies(env) == ["HTTPS_PROXY", "ALL_PROXY"]
+    assert environment_proxies({"NO_PROXY": "*"}) == []
+
+
+def test_initial_environment_is_what_the_process_started_with() -> None:
+    import subprocess
+    import sys
+
+    code = ("import os; os.environ['ADDED_LATER'] = '1'; del os.environ['HTTPS_PROXY'];"
+            "from worker_container.transports.neonize_proxy import initial_environment as ie;"
+            "env = ie(); print(env.get('HTTPS_PROXY'), 'ADDED_LATER' in env)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={"HTTPS_PROXY": "http://decoy:1", "PATH": "/usr/bin:/bin",
+                              "PYTHONPATH": str(__import__("pathlib").Path(__file__).parents[2])})
+    assert out.stdout.split() == ["http://decoy:1", "False"], out.stderr
 
 
 def test_whatsmeow_proxy_settings_never_let_traffic_bypass_the_proxy() -> None:

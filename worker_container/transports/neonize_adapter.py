@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlsplit
 
 from worker_container.transports.base import (
     BANNED,
+    CONFIG_INVALID,
     CONNECTION_LOST,
     LOGGED_OUT,
     PROXY_FAILED,
@@ -45,7 +46,8 @@ from worker_container.transports.neonize_proxy import (
     ProxyRefused,
     allow_no_proxy,
     choose_proxy,
-    clear_proxy_environment,
+    environment_proxies,
+    initial_environment,
     redact_proxy_url,
 )
 from worker_container.transports.neonize_send import (
@@ -188,9 +190,11 @@ class NeonizeTransport(Transport):
             self._proxy = choose_proxy(self.config.proxy_url, allow_no_proxy())
         except ProxyRefused as exc:
             self._refuse(exc.code, exc.detail)
-        removed = clear_proxy_environment()  # before the Go runtime copies the environment
-        if removed:
-            log.warning("ignoring %s: the session's proxy is the only way out", ", ".join(removed))
+        leaky = environment_proxies(initial_environment())
+        if leaky:
+            self._refuse(CONFIG_INVALID, f"{', '.join(leaky)} set in the worker's environment: whatsmeow "
+                                         "would send WhatsApp traffic to that proxy on top of PROXY_URL; "
+                                         "start the worker without these variables")
         self._profile = device_profile(self.config.profile, os.environ.get("PAIR_WITH_CODE", ""))
         try:
             self._nz = load_neonize()

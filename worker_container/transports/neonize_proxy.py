@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import SplitResult, urlsplit
 
 from worker_container.transports.base import CONFIG_INVALID
@@ -20,8 +21,9 @@ from worker_container.transports.base import CONFIG_INVALID
 # Scheme we accept → scheme whatsmeow understands. All of them put the host name on the wire.
 _SCHEMES = {"socks5h": "socks5", "socks5": "socks5", "http": "http", "https": "https"}
 
-# Read by Go's http.ProxyFromEnvironment and by Python's requests: cleared in the worker so
-# that nothing can route around the session's sticky proxy.
+# Read by Go's http.ProxyFromEnvironment / x/net/proxy. whatsmeow keeps the environment's HTTP
+# proxy on its websocket transport even with a SOCKS proxy set (seen: the connection went
+# "proxyconnect" through the SOCKS proxy to HTTPS_PROXY), so a worker refuses to start with them.
 PROXY_ENV_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
 
 ALLOW_NO_PROXY_ENV = "WAORCH_ALLOW_NO_PROXY"
@@ -89,10 +91,22 @@ def _with_scheme(parts: SplitResult, scheme: str) -> str:
     return f"{scheme}://{parts.netloc}"
 
 
-def clear_proxy_environment(environ: dict[str, str] | None = None) -> list[str]:
-    """Remove the proxy variables Go and requests read; returns the names removed."""
-    env = environ if environ is not None else os.environ
-    removed = [name for name in PROXY_ENV_VARS if name in env]
-    for name in removed:
-        del env[name]
-    return removed
+def initial_environment() -> dict[str, str]:
+    """The environment this process started with: what the Go runtime reads (os.environ if unknown)."""
+    # A Go c-shared library copies the process's initial environment block when it loads;
+    # unsetenv() from Python afterwards (or before) does not change what whatsmeow sees.
+    try:
+        raw = Path("/proc/self/environ").read_bytes()
+    except OSError:
+        return dict(os.environ)
+    env = {}
+    for item in raw.split(b"\0"):
+        name, sep, value = item.partition(b"=")
+        if sep:
+            env[name.decode(errors="replace")] = value.decode(errors="replace")
+    return env
+
+
+def environment_proxies(environ: dict[str, str]) -> list[str]:
+    """The proxy variables set (non-empty) in `environ`."""
+    return [name for name in PROXY_ENV_VARS if environ.get(name, "").strip()]
