@@ -1,0 +1,73 @@
+"""`waorch session create|list|show|restart|delete`: sessions from the command line."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from waorch import profiles, sessions
+from waorch.phones import InvalidPhone, normalize
+from waorch.redis_client import get_redis
+
+
+@click.group("session")
+def command() -> None:
+    """Manage WhatsApp sessions (one worker, one sticky proxy each)."""
+
+
+@command.command("create")
+@click.argument("phone")
+@click.option("--tenant", default="default", show_default=True)
+@click.option("--trust-level", default=None)
+@click.option("--label", default="")
+def create(phone: str, tenant: str, trust_level: str | None, label: str) -> None:
+    """Create a session for PHONE (international format) and start its worker."""
+    try:
+        session = sessions.create_session(get_redis(), tenant, normalize(phone), trust_level, label)
+    except (InvalidPhone, ValueError, sessions.SessionExists, sessions.NoProxyCapacity,
+            profiles.NoProfileCapacity) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(sessions.public_view(session), indent=2))
+
+
+@command.command("list")
+@click.option("--tenant", default=None)
+def list_(tenant: str | None) -> None:
+    """id, phone, status, proxy id, last ping."""
+    for s in sessions.list_sessions(get_redis(), tenant):
+        view = sessions.public_view(s)
+        proxy = view["proxy"]["id"] if view["proxy"] else "-"
+        click.echo(f"{s['id']}  {s['phone']:<16} {s['status']:<12} proxy={proxy}  tenant={s['tenant']}"
+                   f"  last_ping={s['last_ping'] or '-'}")
+
+
+def _session(session_id: str) -> dict:
+    found = sessions.get_session(get_redis(), session_id)
+    if found is None:
+        raise click.ClickException(f"no session {session_id}")
+    return found
+
+
+@command.command("show")
+@click.argument("session_id")
+def show(session_id: str) -> None:
+    click.echo(json.dumps(sessions.public_view(_session(session_id)), indent=2))
+
+
+@command.command("restart")
+@click.argument("session_id")
+def restart(session_id: str) -> None:
+    """Restart the worker (same proxy, same data)."""
+    _session(session_id)
+    sessions.restart_session(get_redis(), session_id, reason="cli")
+    click.echo(f"restarting {session_id}")
+
+
+@command.command("delete")
+@click.argument("session_id")
+def delete(session_id: str) -> None:
+    """Delete the session and its worker (its data directory stays)."""
+    if not sessions.delete_session(get_redis(), session_id):
+        raise click.ClickException(f"no session {session_id}")
+    click.echo(f"deleted {session_id}")
