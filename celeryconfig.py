@@ -37,7 +37,7 @@ task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
 # Redis transport: an unacked message is redelivered after this many seconds.
-broker_transport_options = {"visibility_timeout": int(os.environ.get("WAORCH_VISIBILITY_TIMEOUT", "300"))}
+broker_transport_options = {"visibility_timeout": _conf.visibility_timeout}
 broker_connection_retry_on_startup = True
 task_serializer = "json"
 accept_content = ["json"]
@@ -51,5 +51,5 @@ beat_schedule = {
     "proxy-health": {"task": "tasks.orchestration.check_proxies", "schedule": 300.0},
     "pump-session-queues": {"task": "tasks.maintenance.pump_queues", "schedule": 5.0},
     "requeue-expired-leases": {"task": "tasks.maintenance.requeue_expired", "schedule": 5.0},
-    "recover-unrouted": {"task": "tasks.maintenance.recover_unrouted", "schedule": 30.0},
+    "recover-unrouted": {"task": "tasks.maintenance.recover_unrouted", "schedule": _conf.sweep_interval},
 }

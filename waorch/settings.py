@@ -63,6 +63,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WAORCH_WORKER_COMMAND", "", "Worker command (default `python -m worker_container`)."),
     Setting("WAORCH_DOCKER_MOUNTS", "", "Extra binds `host:ctr[:ro]`,... (dev images)."),
     Setting("WAORCH_RESTART_BACKOFF_MAX", "60", "Longest backoff (s) before restarting a crashed worker."),
+    Setting("WAORCH_VISIBILITY_TIMEOUT", "300", "Seconds before an unacked Celery task is redelivered."),
+    Setting("WAORCH_SWEEP_INTERVAL", "30", "Seconds between sweeps that re-dispatch lost dispatch work."),
 )
 
 _BY_ENV = {s.env: s for s in SETTINGS}
@@ -121,6 +123,8 @@ class Settings:
     worker_command: str
     docker_mounts: str
     restart_backoff_max: float
+    visibility_timeout: int
+    sweep_interval: float
 
     @property
     def gateway_url(self) -> str:
