@@ -10,13 +10,13 @@ from waorch.launcher.become import become, python_module_argv
 
 
 def gunicorn_argv(bind: str, port: int, workers: int, connections: int, access_log: bool,
-                  log_level: str) -> list[str]:
+                  log_level: str, graceful_timeout: int = 20) -> list[str]:
     # gevent: hundreds of session workers hold 25 s claim long-polls; a greenlet each is cheap,
     # so they cannot starve the public API the way a fixed thread pool would.
     args = [
         "--worker-class", "gevent", "--workers", str(workers),
         "--worker-connections", str(connections), "--bind", f"{bind}:{port}",
-        "--timeout", "60", "--graceful-timeout", "20", "--keep-alive", "30",
+        "--timeout", "60", "--graceful-timeout", str(graceful_timeout), "--keep-alive", "30",
         "--log-level", log_level.lower(), "--error-logfile", "-",
     ]
     if gunicorn.version_info >= (27,):
@@ -35,9 +35,11 @@ def gunicorn_argv(bind: str, port: int, workers: int, connections: int, access_l
 @click.option("--connections", type=click.IntRange(10, 100_000), default=2000, show_default=True,
               help="Concurrent connections per worker process.")
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
+@click.option("--graceful-timeout", type=click.IntRange(1, 600), default=20, show_default=True,
+              help="Seconds in-flight requests (long-polls included) get to finish on SIGTERM.")
 def command(bind: str | None, port: int | None, workers: int | None, connections: int,
-            access_log: bool) -> None:
+            access_log: bool, graceful_timeout: int) -> None:
     """Serve the REST API, OpenAPI docs, dashboard and worker endpoints."""
     conf = settings.load()
     become(gunicorn_argv(bind or conf.bind, port or conf.port, workers or conf.gateway_workers,
-                         connections, access_log, conf.log_level))
+                         connections, access_log, conf.log_level, graceful_timeout))

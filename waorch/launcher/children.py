@@ -66,6 +66,11 @@ class Child:
             )
         self.restart_at = None
 
+    def signal_group(self, sig: int) -> None:
+        """Signal what is left of this child's process group (orphans of a crashed leader)."""
+        if self.process is not None:
+            _signal_group(self.process.pid, sig)
+
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 

@@ -221,6 +221,7 @@ class Launcher:
                 if child.restart_at is None:
                     self._schedule_restart(child, now)
                 elif now >= child.restart_at:
+                    child.signal_group(signal.SIGKILL)
                     child.start()
                     self.echo(f"waorch run: restarted {child.name} (pid {child.pid})")
 
@@ -230,6 +231,8 @@ class Launcher:
             raise LaunchError(f"{child.name} crashed {len(child.crashes)} times in "
                               f"{CRASH_WINDOW:.0f} s; giving up. Last lines of {child.log_path}:\n"
                               f"{child.log_tail()}")
+        # Orphans of a crashed leader (gunicorn or pool workers) would hold its port and queues.
+        child.signal_group(signal.SIGTERM)
         delay = min(30.0, 2.0 ** (len(child.crashes) - 1))
         child.restart_at = now + delay
         self.echo(f"waorch run: {child.name} exited with code {child.exit_code()}; restarting in "

@@ -154,7 +154,9 @@ def process_specs(options: RunOptions, state: StateDir, endpoints: Endpoints, en
     skipped: list[str] = []
     api = endpoints.api_root
     specs.append(ChildSpec(
-        "gateway", waorch_argv("gateway", "--bind", endpoints.bind, "--port", str(endpoints.port)), env,
+        # Short grace: a claim long-poll cut short only leaves a lease that expires by itself.
+        "gateway", waorch_argv("gateway", "--bind", endpoints.bind, "--port", str(endpoints.port),
+                               "--graceful-timeout", "5"), env,
         ready=lambda: readiness.http_answers(f"{api}/api/health"), stop_timeout=25))
     host = socket.gethostname()
     for index in range(1, options.workers + 1):
