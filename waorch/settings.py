@@ -65,6 +65,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WAORCH_RESTART_BACKOFF_MAX", "60", "Longest backoff (s) before restarting a crashed worker."),
     Setting("WAORCH_VISIBILITY_TIMEOUT", "300", "Seconds before an unacked Celery task is redelivered."),
     Setting("WAORCH_SWEEP_INTERVAL", "30", "Seconds between sweeps that re-dispatch lost dispatch work."),
+    Setting("WAORCH_WEBHOOK_RETRY_WINDOW", "86400", "Seconds a client event is retried, then dead-lettered."),
+    Setting("WAORCH_WEBHOOK_RETRY_BASE", "10", "First client webhook retry (s); doubles, jittered."),
+    Setting("WAORCH_WEBHOOK_RETRY_MAX", "3600", "Longest pause between client webhook attempts (s)."),
+    Setting("WAORCH_WEBHOOK_TIMEOUT", "10", "Seconds one client webhook POST may take."),
+    Setting("WAORCH_WEBHOOK_DEAD_KEEP", "604800", "Seconds dead-lettered client webhook events are kept."),
 )
 
 _BY_ENV = {s.env: s for s in SETTINGS}
@@ -125,6 +130,11 @@ class Settings:
     restart_backoff_max: float
     visibility_timeout: int
     sweep_interval: float
+    webhook_retry_window: float
+    webhook_retry_base: float
+    webhook_retry_max: float
+    webhook_timeout: float
+    webhook_dead_keep: int
 
     @property
     def gateway_url(self) -> str:
