@@ -9,6 +9,7 @@ proxy's CONNECT (TLS, the WhatsApp handshake, login) cannot be tested here.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -155,9 +156,24 @@ def run_transport(proxy: Socks5Server, tmp_path: Path, env: dict[str, str]) -> d
     session_dir = tmp_path / "sessions" / "it1"
     command = traced([sys.executable, "-c", TRANSPORT_SCRIPT, str(events_path), proxy.url, str(session_dir),
                       "2"], trace_path)
-    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=DEADLINE * 2)
-    return {"returncode": done.returncode, "output": done.stdout + done.stderr,
-            "events": read_events(events_path), "trace": trace_path, "session_dir": session_dir}
+    proc = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        output, _ = proc.communicate(timeout=DEADLINE * 2)
+    finally:
+        kill_tree(proc)
+    return {"returncode": proc.returncode, "output": output, "events": read_events(events_path),
+            "trace": trace_path, "session_dir": session_dir}
+
+
+def kill_tree(proc: subprocess.Popen) -> None:
+    """Kill `proc` and its children if still running (killing strace alone would orphan the worker)."""
+    if proc.poll() is not None:
+        return
+    for process in [*psutil.Process(proc.pid).children(recursive=True), psutil.Process(proc.pid)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    proc.wait(10)
 
 
 @pytest.fixture
@@ -244,10 +260,7 @@ def test_worker_program_with_neonize_reports_proxy_failure_and_stops_cleanly(pro
         worker_process(worker).send_signal(signal.SIGTERM)
         assert worker.wait(DEADLINE) == 0  # strace exits with its tracee's exit code
     finally:
-        if worker.poll() is None:
-            for process in [*psutil.Process(worker.pid).children(recursive=True), worker]:
-                process.kill()
-            worker.wait(10)
+        kill_tree(worker)
         orchestrator.close()
     log_text = log_path.read_text(errors="replace")
     assert orchestrator.refused == []
