@@ -257,13 +257,13 @@ def _event(name: str, data: dict, at: float | None = None) -> dict:
 def check_inventory(r: redis.Redis) -> None:
     """Raise or resolve the low-inventory alerts (free proxy slots, free profile slots)."""
     threshold = settings.get().low_inventory
-    for subject, free in (("proxies", ProxyPool(r).free_slots()), ("profiles", profiles.free_slots(r))):
+    for subject, what, free in (("proxies", "proxy", ProxyPool(r).free_slots()),
+                                ("profiles", "device profile", profiles.free_slots(r))):
         if free < threshold:
             alert_events.raise_alert(r, alert_events.LOW_INVENTORY, subject,
-                                     f"only {free} free {subject[:-1]} slots left", data={"free": free})
+                                     f"only {free} free {what} slots left", data={"free": free})
         else:
-            alert_events.resolve(r, alert_events.LOW_INVENTORY, subject,
-                                 f"{free} free {subject[:-1]} slots again")
+            alert_events.resolve(r, alert_events.LOW_INVENTORY, subject, f"{free} free {what} slots again")
 
 
 # --- worker events -----------------------------------------------------------------------------

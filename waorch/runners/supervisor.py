@@ -199,7 +199,8 @@ class Supervisor:
             child.not_before = now
             return
         child.crashes = 0 if ran >= STABLE_AFTER else child.crashes + 1
-        delay = min(self.backoff_max, 2 ** max(0, child.crashes - 1)) if child.crashes else 0.0
+        # The first crash after a good run restarts at once; repeated ones back off 1, 2, 4 ... s.
+        delay = min(self.backoff_max, 2 ** (child.crashes - 2)) if child.crashes > 1 else 0.0
         child.not_before = now + delay
         log.warning("worker of session %s exited with %s after %.1fs; restart in %.0fs",
                     child.session_id, code, ran, delay)
