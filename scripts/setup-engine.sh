@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs, configures and starts podman's Docker-compatible API (see docs/container-engine.md).
+# Installs, configures and starts podman's Docker-compatible API (see docs/orchestrator.md).
 # Idempotent: re-running it reuses what is there. The last line printed is the DOCKER_HOST to use.
 set -euo pipefail
 
