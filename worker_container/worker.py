@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from worker_container import healthcheck
 from worker_container import journal as jr
 from worker_container.config import ConfigError, WorkerConfig, report_target
 from worker_container.logs import configure_logging
@@ -141,6 +142,11 @@ class Worker:
                 if self._pings_done.is_set():
                     return
                 self.client.event("PING", data)
+            try:
+                # the container healthcheck reads this file (worker_container/healthcheck.py)
+                healthcheck.beat(self.config.session_dir, {"connected": data.get("connected")})
+            except OSError as exc:
+                log.warning("heartbeat not written: %s", exc.strerror)
             if self._pings_done.wait(self.config.ping_interval):
                 return
 
@@ -191,6 +197,8 @@ class Worker:
             self.transport = cls(tconfig, self.emit)
             self.transport.start()
         except Exception as exc:
+            if getattr(exc, "code", None):
+                return False  # the transport already reported its precise ERROR
             # The exception's text may quote the proxy URL with its password: report only its type.
             self._error(TRANSPORT_UNAVAILABLE,
                         f"transport {c.transport!r} failed to start: {type(exc).__name__}")

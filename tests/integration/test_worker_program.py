@@ -24,6 +24,7 @@ import pytest
 import requests
 
 from waorch.signing import verify
+from worker_container import healthcheck
 from worker_container.journal import Journal
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -378,6 +379,9 @@ def test_sends_claimed_message_once_and_acks(orchestrator, start_worker, tmp_pat
                                                and r["body"]["event"] == "PING"
                                                and r["body"]["data"].get("sent") == 1], "PING sent=1")[0]
     assert ping["connected"] is True and ping["claimed"] == 1 and ping["pid"] == worker.proc.pid
+    # the image's HEALTHCHECK reads the heartbeat the worker writes on every PING
+    [beat] = list(tmp_path.rglob("heartbeat.json"))
+    assert healthcheck.check(str(beat.parent))[0]
     worker.proc.send_signal(signal.SIGTERM)
     assert worker.wait() == 0
     assert orchestrator.events("STOPPING")
