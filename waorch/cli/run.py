@@ -15,9 +15,21 @@ from waorch.launcher.state import StateDirBusy
 
 
 def _policy(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
-    # Checked here: a broken file would otherwise surface as every child crashing at start-up.
+    # Checked here: a broken file would otherwise surface as every child failing at start-up.
     if value is None:
         return None
+    try:
+        from waorch import policy  # noqa: PLC0415  (the policy engine is optional in early builds)
+    except ModuleNotFoundError as exc:
+        if exc.name != "waorch.policy":
+            raise
+        policy = None
+    if policy is not None:
+        try:
+            policy.load_file(value)
+        except ValueError as exc:  # PolicyError
+            raise click.BadParameter(str(exc)) from exc
+        return value.resolve()
     try:
         document = yaml.safe_load(value.read_text())  # YAML is a superset of JSON
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
