@@ -25,6 +25,10 @@ def reconcile(r: redis.Redis, runner: Runner | None = None, now: float | None = 
     now = time.time() if now is None else now
     timeout = settings.get().ping_timeout
     report: dict = {"started": [], "restarted": [], "removed": [], "relocated": [], "released": []}
+    # Registry housekeeping does not need the runner.
+    report["released"] = _release_stale_slots(r)
+    report["relocated"] = _relocate_stranded(r)
+    _resolve_ended_restrictions(r, now)
     try:
         actual = runner.list()
     except RunnerUnavailable as exc:
@@ -55,9 +59,6 @@ def reconcile(r: redis.Redis, runner: Runner | None = None, now: float | None = 
         except RunnerUnavailable as exc:
             log.warning("watchdog could not remove orphan %s: %s", session_id, exc)
 
-    report["relocated"] = _relocate_stranded(r)
-    report["released"] = _release_stale_slots(r)
-    _resolve_ended_restrictions(r, now)
     return report
 
 
