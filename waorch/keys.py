@@ -125,3 +125,49 @@ def wa_message(session_id: str, wa_id: str) -> str:
 def session_inbound(session_id: str) -> str:
     """Capped LIST of inbound messages (JSON) received by a session."""
     return f"session:inbound:{session_id}"
+
+
+# --- client webhooks (waorch/client_webhooks.py, client_events.py, webhook_delivery.py) -------
+WEBHOOKS_ALL = "webhooks:all"  # SET of subscription ids
+WEBHOOKS_DUE = "webhooks:due"  # ZSET "<sub>:<lane>" -> when that non-empty lane should be tried
+DEAD_LETTERS_ALL = "webhooks:dead:all"  # ZSET dead-letter id -> dead_at
+
+
+def tenant_webhooks(tenant: str) -> str:
+    """SET of the tenant's subscription ids."""
+    return f"webhooks:tenant:{tenant}"
+
+
+def client_webhook(sub_id: str) -> str:
+    """HASH: id, tenant, url, events (comma list), secret (sealed), created_at."""
+    return f"webhook:{sub_id}"
+
+
+def client_event(event_id: str) -> str:
+    """STRING: the event JSON exactly as POSTed, kept for the retry window."""
+    return f"client:event:{event_id}"
+
+
+def webhook_lane(sub_id: str, lane: int | str) -> str:
+    """LIST of "<event id> <queued_at>", delivered strictly in order."""
+    return f"webhook:lane:{sub_id}:{lane}"
+
+
+def webhook_lane_state(sub_id: str, lane: int | str) -> str:
+    """HASH: attempts, next_at, last_error of the lane's head event."""
+    return f"webhook:lanestate:{sub_id}:{lane}"
+
+
+def webhook_lane_lock(sub_id: str, lane: int | str) -> str:
+    """STRING: token of the one delivery run that owns the lane."""
+    return f"webhook:lanelock:{sub_id}:{lane}"
+
+
+def dead_letter(dl_id: str) -> str:
+    """HASH: a client event that ran out of retries, with its subscription and last error."""
+    return f"webhook:dead:{dl_id}"
+
+
+def tenant_dead_letters(tenant: str) -> str:
+    """ZSET dead-letter id -> dead_at."""
+    return f"webhooks:dead:tenant:{tenant}"

@@ -1,0 +1,180 @@
+"""Delivery runs against a real HTTP receiver on 127.0.0.1: signatures, order, retries with
+backoff, dead letters and redelivery (waorch.webhook_delivery called directly, no Celery)."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+
+import pytest
+
+from tests.webhook_receiver import WebhookReceiver, free_port
+from waorch import client_events, client_webhooks, dead_letters, keys, settings, webhook_delivery
+
+TENANT = "acme"
+SECRET = "client-secret-0123456789"
+
+
+@pytest.fixture
+def fast_retries(redis_url, monkeypatch):
+    monkeypatch.setenv("WAORCH_WEBHOOK_ALLOWLIST", "127.0.0.1/32")
+    monkeypatch.setenv("WAORCH_WEBHOOK_RETRY_BASE", "0.2")
+    monkeypatch.setenv("WAORCH_WEBHOOK_RETRY_MAX", "0.5")
+    monkeypatch.setenv("WAORCH_WEBHOOK_TIMEOUT", "3")
+    settings.get.cache_clear()
+
+
+@pytest.fixture
+def receiver():
+    with WebhookReceiver() as server:
+        yield server
+
+
+def subscribe(r, url: str) -> str:
+    return client_webhooks.create(r, TENANT, url, None, SECRET)[0]["id"]
+
+
+def emit_status(r, key: str, *statuses: str) -> list[str]:
+    events = [client_events.new_event(f"evt_{key}_{s}", "session.status", {"status": s}) for s in statuses]
+    client_events.emit(r, TENANT, key, events)
+    return [e["id"] for e in events]
+
+
+def run_until(r, sub: str, lane: int, done, deadline: float = 30.0) -> list[webhook_delivery.LaneRun]:
+    """Run the lane as the task would (waiting out each backoff) until done() holds."""
+    runs = []
+    end = time.monotonic() + deadline
+    while not done():
+        assert time.monotonic() < end, f"lane runs: {runs}"
+        run = webhook_delivery.deliver_lane(r, sub, lane)
+        runs.append(run)
+        if run.outcome == "retry":
+            time.sleep(min(run.retry_in or 0, 1.0))  # waiting out the backoff, as the countdown would
+    return runs
+
+
+def test_events_arrive_signed_and_in_order(r, fast_retries, receiver):
+    sub = subscribe(r, receiver.url)
+    ids = emit_status(r, "s1", "pairing", "connected", "disconnected")
+    run = webhook_delivery.deliver_lane(r, sub, client_events.lane_for("s1"))
+    assert run.outcome == "idle" and run.delivered == 3
+    assert [e["id"] for e in receiver.events()] == ids
+    for delivery in receiver.deliveries:
+        assert delivery.verifies(SECRET) and not delivery.verifies("another-secret-000000")
+        assert delivery.path == "/hooks/waorch"
+        assert delivery.headers["X-Waorch-Event-Id"] == delivery.event["id"]
+        assert delivery.headers["Content-Type"] == "application/json"
+        assert set(delivery.event) == {"id", "type", "created_at", "data"}
+        assert delivery.body == r.get(keys.client_event(delivery.event["id"])).encode()
+    view = client_webhooks.delivery_status(r, client_webhooks.get(r, sub))
+    assert view["pending"] == 0 and view["delivered"] == 3 and view["last_error"] is None
+
+
+def test_failures_back_off_and_keep_the_order(r, fast_retries, receiver):
+    sub = subscribe(r, receiver.url)
+    lane = client_events.lane_for("m1")
+    ids = emit_status(r, "m1", "sent", "delivered", "read")
+    receiver.status = 503
+    first = webhook_delivery.deliver_lane(r, sub, lane)
+    assert first.outcome == "retry" and 0.1 <= first.retry_in <= 0.2
+    assert webhook_delivery.deliver_lane(r, sub, lane).outcome == "retry"  # still pausing
+    assert receiver.attempts == 1
+    state = client_webhooks.delivery_status(r, client_webhooks.get(r, sub))
+    assert state["last_error"] == "HTTP 503" and state["pending"] == 3 and state["failing_since"]
+    time.sleep(first.retry_in)
+    assert webhook_delivery.deliver_lane(r, sub, lane).retry_in <= 0.4  # second failure: base·2
+    receiver.status = 200
+    run_until(r, sub, lane, lambda: len(receiver.deliveries) == 3)
+    assert [e["id"] for e in receiver.events()] == ids
+    attempts = [int(d.headers["X-Waorch-Delivery-Attempt"]) for d in receiver.deliveries]
+    assert attempts[0] >= 3 and attempts[1:] == [1, 1]
+    assert client_webhooks.delivery_status(r, client_webhooks.get(r, sub))["last_error"] is None
+
+
+def test_down_endpoint_gets_everything_once_back(r, fast_retries):
+    port = free_port()
+    server = WebhookReceiver(port)
+    sub = subscribe(r, server.url)
+    lane = client_events.lane_for("s9")
+    ids = emit_status(r, "s9", "a", "b")
+    run = webhook_delivery.deliver_lane(r, sub, lane)
+    assert run.outcome == "retry"
+    assert "Connection" in client_webhooks.delivery_status(r, client_webhooks.get(r, sub))["last_error"]
+    ids += emit_status(r, "s9", "c")
+    with server:
+        run_until(r, sub, lane, lambda: len(server.deliveries) == 3)
+    assert [e["id"] for e in server.events()] == ids
+
+
+def test_backoff_is_exponential_capped_and_jittered():
+    rng = random.Random(7)
+    delays = [webhook_delivery.backoff(n, 10, 3600, rng) for n in range(1, 15)]
+    for n, delay in enumerate(delays, start=1):
+        nominal = min(3600, 10 * 2 ** (n - 1))
+        assert nominal / 2 <= delay <= nominal
+    assert len({round(d, 6) for d in delays}) == len(delays)
+    assert webhook_delivery.backoff(10_000, 10, 3600) <= 3600
+
+
+def test_window_end_dead_letters_then_redelivery_arrives(r, fast_retries, monkeypatch):
+    monkeypatch.setenv("WAORCH_WEBHOOK_RETRY_WINDOW", "1")
+    settings.get.cache_clear()
+    server = WebhookReceiver()
+    sub = subscribe(r, server.url)
+    lane = client_events.lane_for("s2")
+    ids = emit_status(r, "s2", "x", "y")
+    runs = run_until(r, sub, lane, lambda: not r.llen(keys.webhook_lane(sub, lane)), deadline=20)
+    assert sum(run.dead for run in runs) == 2 and runs[-1].outcome == "idle"
+    assert len(runs) >= 2  # retried inside the window first
+    items, _ = dead_letters.list_dead_letters(r, TENANT)
+    assert sorted(i["event_id"] for i in items) == sorted(ids)
+    assert all(i["webhook_id"] == sub and i["event"]["id"] == i["event_id"] for i in items)
+    assert any("Connection" in i["last_error"] for i in items)
+    with server:
+        for item in sorted(items, key=lambda i: i["event_id"]):
+            assert dead_letters.redeliver(r, item["id"], TENANT)
+        run_until(r, sub, lane, lambda: len(server.deliveries) == 2)
+    assert sorted(e["id"] for e in server.events()) == sorted(ids)
+    assert dead_letters.list_dead_letters(r, TENANT)[0] == []
+
+
+def test_a_target_no_longer_allowed_is_not_contacted(r, fast_retries, receiver, monkeypatch):
+    sub = subscribe(r, receiver.url)
+    monkeypatch.setenv("WAORCH_WEBHOOK_ALLOWLIST", "")
+    settings.get.cache_clear()
+    emit_status(r, "s3", "x")
+    run = webhook_delivery.deliver_lane(r, sub, client_events.lane_for("s3"))
+    assert run.outcome == "retry" and receiver.attempts == 0
+    assert "target refused" in client_webhooks.delivery_status(r, client_webhooks.get(r, sub))["last_error"]
+
+
+def test_one_run_per_lane_at_a_time(r, fast_retries, receiver):
+    sub = subscribe(r, receiver.url)
+    lane = client_events.lane_for("s4")
+    emit_status(r, "s4", "x")
+    r.set(keys.webhook_lane_lock(sub, lane), "someone-else")
+    assert webhook_delivery.deliver_lane(r, sub, lane).outcome == "busy" and receiver.attempts == 0
+
+
+def test_lane_of_a_deleted_webhook_is_forgotten(r, fast_retries, receiver):
+    sub = subscribe(r, receiver.url)
+    lane = client_events.lane_for("s5")
+    emit_status(r, "s5", "x")
+    r.delete(keys.client_webhook(sub))  # as if deleted between emit and delivery
+    assert webhook_delivery.deliver_lane(r, sub, lane).outcome == "gone"
+    assert not r.exists(keys.webhook_lane(sub, lane)) and r.zcard(keys.WEBHOOKS_DUE) == 0
+    assert receiver.attempts == 0
+
+
+def test_redirects_and_client_errors_count_as_failures(r, fast_retries, receiver):
+    sub = subscribe(r, receiver.url)
+    emit_status(r, "s6", "x")
+    for status in (302, 404):
+        receiver.status = status
+        r.delete(keys.webhook_lane_state(sub, client_events.lane_for("s6")))
+        run = webhook_delivery.deliver_lane(r, sub, client_events.lane_for("s6"))
+        assert run.outcome == "retry"
+        status_now = client_webhooks.delivery_status(r, client_webhooks.get(r, sub))
+        assert status_now["last_error"] == f"HTTP {status}"
+    assert receiver.deliveries == [] and json.loads(r.get(keys.client_event("evt_s6_x")))["id"] == "evt_s6_x"

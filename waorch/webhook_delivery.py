@@ -1,0 +1,198 @@
+"""Delivering client events: signed HTTP POSTs, one lane at a time, retried, then dead-lettered.
+
+A delivery run owns one lane of one subscription (a Redis lock) and POSTs its events head first;
+an event leaves the lane only once the client answered 2xx, so delivery is at least once and in
+order. A failure pauses the lane with exponential backoff and jitter; an event still failing at
+the end of WAORCH_WEBHOOK_RETRY_WINDOW (counted from when it was queued) becomes a dead letter.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import secrets
+import ssl
+import time
+from dataclasses import dataclass
+
+import redis
+import urllib3
+
+from waorch import client_webhooks, keys, lua, settings, signing
+from waorch.client_webhooks import Target, WebhookUrlError
+
+log = logging.getLogger("waorch.webhook_delivery")
+
+USER_AGENT = "waorch-webhooks/1"
+MAX_EVENTS_PER_RUN = 200
+# Retries this soon are scheduled by the delivering task itself (Celery countdown); later ones by
+# the sweep: the Redis broker redelivers tasks whose ETA lies beyond its visibility timeout.
+SELF_SCHEDULE_MAX = 60.0
+SWEEP_GRACE = 60.0  # a lane handed to a task is swept again only if that task got lost
+DEAD_LETTER_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class LaneRun:
+    outcome: str  # idle | more | retry | busy | gone
+    delivered: int = 0
+    dead: int = 0
+    retry_in: float | None = None
+
+
+def backoff(attempts: int, base: float, cap: float, rng: random.Random | None = None) -> float:
+    """Pause after the `attempts`-th failure: base·2^(n−1), capped, times a jitter in [0.5, 1]."""
+    delay = min(cap, base * 2 ** min(max(attempts - 1, 0), 40))
+    return delay * (0.5 + (rng or random).random() / 2)
+
+
+def post_event(target: Target, secret: str, event_id: str, body: bytes, timeout: float,
+               attempt: int) -> tuple[bool, str]:
+    """POST one signed event to the checked address; (2xx?, what happened)."""
+    headers = {
+        "Host": target.netloc, "Content-Type": "application/json", "User-Agent": USER_AGENT,
+        "X-Waorch-Event-Id": event_id, "X-Waorch-Delivery-Attempt": str(attempt),
+        **signing.sign_headers(secret, body, prefix="X-Waorch-"),
+    }
+    limits = urllib3.Timeout(connect=min(timeout, 5.0), read=timeout)
+    if target.scheme == "https":
+        # connect to the address that was checked, verify the certificate for the name
+        pool: urllib3.HTTPConnectionPool = urllib3.HTTPSConnectionPool(
+            target.address, target.port, timeout=limits, retries=False, maxsize=1,
+            ssl_context=ssl.create_default_context(), server_hostname=target.host,
+            assert_hostname=target.host)
+    else:
+        pool = urllib3.HTTPConnectionPool(target.address, target.port, timeout=limits, retries=False,
+                                          maxsize=1)
+    try:
+        response = pool.urlopen("POST", target.path, body=body, headers=headers, redirect=False,
+                                assert_same_host=False, preload_content=False, release_conn=True)
+        status = response.status
+        response.drain_conn()
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        return False, _describe(exc)
+    finally:
+        pool.close()
+    return 200 <= status < 300, f"HTTP {status}"
+
+
+def _describe(exc: Exception) -> str:
+    reason = getattr(exc, "reason", None) or exc
+    text = str(reason).split(": ", 1)[-1] if isinstance(reason, Exception) else str(reason)
+    return f"{exc.__class__.__name__}: {text}"[:300]
+
+
+def deliver_lane(r: redis.Redis, sub_id: str, lane: int) -> LaneRun:
+    """Deliver what is due on one lane (one run at a time per lane); say what should follow."""
+    conf = settings.get()
+    token = secrets.token_hex(8)
+    lock_ttl = int(conf.webhook_timeout * 3 + 30)
+    if not r.set(keys.webhook_lane_lock(sub_id, lane), token, nx=True, ex=lock_ttl):
+        return LaneRun("busy")
+    record = r.hgetall(keys.client_webhook(sub_id))
+    if not record.get("id"):
+        _forget_lane(r, sub_id, lane, token)
+        return LaneRun("gone")
+    secret = client_webhooks.unseal(record.get("secret", ""))
+    started = time.time()
+    delivered = dead = 0
+    state = r.hgetall(keys.webhook_lane_state(sub_id, lane))
+    attempts = int(state.get("attempts") or 0)
+    next_at = float(state.get("next_at") or 0)
+    if next_at > started:
+        return _release(r, sub_id, lane, token, LaneRun("retry", retry_in=next_at - started), next_at)
+    while True:
+        now = time.time()
+        if delivered >= MAX_EVENTS_PER_RUN or now - started > conf.webhook_timeout:
+            return _release(r, sub_id, lane, token, LaneRun("more", delivered, dead), now + SWEEP_GRACE)
+        entry = r.lindex(keys.webhook_lane(sub_id, lane), 0)
+        if entry is None:
+            return _release(r, sub_id, lane, token, LaneRun("idle", delivered, dead), now + SWEEP_GRACE)
+        event_id, _, queued = entry.partition(" ")
+        body = r.get(keys.client_event(event_id))
+        if body is None:
+            log.warning("client event %s expired before delivery; dropped from %s", event_id, sub_id)
+            _pop(r, sub_id, lane, entry, now)
+            continue
+        ok, detail = _attempt(record, secret, event_id, body.encode(), conf.webhook_timeout, attempts + 1)
+        now = time.time()
+        if ok:
+            _pop(r, sub_id, lane, entry, now)
+            delivered += 1
+            attempts = 0
+            continue
+        attempts += 1
+        window_end = _number(queued) + conf.webhook_retry_window
+        if window_end <= now:
+            dead += int(lua.script(r, "webhook_dead_letter")(args=[
+                sub_id, lane, f"{now:.3f}", conf.webhook_retry_window, conf.webhook_dead_keep,
+                attempts, detail, f"dl_{secrets.token_hex(8)}_", DEAD_LETTER_BATCH]))
+            log.warning("webhook %s: %d event(s) dead-lettered after %s", sub_id, dead, detail)
+            if not r.llen(keys.webhook_lane(sub_id, lane)):
+                return _release(r, sub_id, lane, token, LaneRun("idle", delivered, dead), now)
+            attempts = 0  # the next head was not tried yet, but the endpoint just failed
+        delay = backoff(max(attempts, 1), conf.webhook_retry_base, conf.webhook_retry_max)
+        if attempts:
+            delay = min(delay, max(window_end - now, 0.0))
+        next_at = now + delay
+        r.hset(keys.webhook_lane_state(sub_id, lane), mapping={
+            "attempts": attempts, "next_at": f"{next_at:.3f}", "last_error": detail,
+            "failing_since": state.get("failing_since") or f"{now:.3f}"})
+        due = next_at + (SWEEP_GRACE if delay <= SELF_SCHEDULE_MAX else 0.0)
+        return _release(r, sub_id, lane, token, LaneRun("retry", delivered, dead, delay), due)
+
+
+def _attempt(record: dict, secret: str | None, event_id: str, body: bytes, timeout: float,
+             attempt: int) -> tuple[bool, str]:
+    if secret is None:
+        return False, "cannot unseal the signing secret (was WAORCH_SECRET_KEY changed?)"
+    try:
+        # checked again at every attempt: DNS and the allow-list may have changed
+        target = client_webhooks.check_url(record["url"])
+    except WebhookUrlError as exc:
+        return False, f"target refused: {exc}"[:300]
+    return post_event(target, secret, event_id, body, timeout, attempt)
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return 0.0
+
+
+def _pop(r: redis.Redis, sub_id: str, lane: int, entry: str, now: float) -> None:
+    lua.script(r, "webhook_lane_pop")(args=[sub_id, lane, entry, f"{now:.3f}"])
+
+
+def _release(r: redis.Redis, sub_id: str, lane: int, token: str, run: LaneRun, due: float) -> LaneRun:
+    left = lua.script(r, "webhook_lane_release")(args=[sub_id, lane, token, f"{due:.3f}"])
+    if run.outcome == "idle" and left == "more":
+        # an event arrived while this run was letting go: the caller runs the lane again
+        return LaneRun("more", run.delivered, run.dead)
+    return run
+
+
+def _forget_lane(r: redis.Redis, sub_id: str, lane: int, token: str) -> None:
+    """The subscription was deleted: what is left on its lane has nowhere to go."""
+    pipe = r.pipeline(transaction=True)
+    pipe.delete(keys.webhook_lane(sub_id, lane), keys.webhook_lane_state(sub_id, lane))
+    pipe.zrem(keys.WEBHOOKS_DUE, f"{sub_id}:{lane}")
+    pipe.execute()
+    lua.script(r, "webhook_lane_release")(args=[sub_id, lane, token, "0"])
+
+
+def claim_due(r: redis.Redis, now: float | None = None, limit: int = 500) -> list[tuple[str, int]]:
+    """Lanes whose time has come (the sweep hands each to a delivery task, then waits a grace)."""
+    now = time.time() if now is None else now
+    members = r.zrangebyscore(keys.WEBHOOKS_DUE, "-inf", now, start=0, num=limit)
+    if not members:
+        return []
+    # XX: a lane emptied meanwhile must not come back into the due set
+    r.zadd(keys.WEBHOOKS_DUE, {m: now + SWEEP_GRACE for m in members}, xx=True)
+    found = []
+    for member in members:
+        sub_id, _, lane = member.rpartition(":")
+        if lane.isdigit():
+            found.append((sub_id, int(lane)))
+    return found
