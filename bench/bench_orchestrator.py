@@ -3,8 +3,7 @@
 1. Recovery: a real stack (simulator, SOCKS5 proxy, gateway over HTTP, `waorch supervisor` with
    real `python -m worker_container` processes, sim transport). N sessions are paired; then, one
    at a time, a worker is SIGKILLed and the time until its session is CONNECTED again (stored
-   credentials, no new QR) is measured. With `--docker`, the same through the docker runner on the
-   engine API (container killed; the engine's restart policy or the watchdog brings it back).
+   credentials, no new QR) is measured.
 2. Redis memory: a fresh redis-server; sessions are created through waorch.sessions (proxies,
    profiles, registry) and given a typical event history; used_memory before/after / N.
 

@@ -2,8 +2,9 @@
 -- Session keys are derived from ids inside scripts: waorch runs on one Redis primary.
 local function k_session(sid) return 'session:' .. sid end
 
--- Statuses that only the orchestrator leaves (restart, stop): late worker events keep them.
-local STICKY_STATUS = {banned = true, logged_out = true, stopped = true}
+-- Statuses that only the orchestrator leaves (restart): late worker events keep them. A logged-out
+-- session is not one of them: its worker pairs again, and the next QR makes it `pairing`.
+local STICKY_STATUS = {banned = true, stopped = true}
 
 local function set_status(sid, status, now)
   redis.call('HSET', k_session(sid), 'status', status, 'status_at', now)

@@ -1,7 +1,7 @@
 --! include session_lib
 -- A worker's PING: records liveness and counters; a worker that says it is connected makes a
 -- starting/pairing/disconnected/error session connected, and a connected one that says it is
--- not becomes disconnected. Banned, logged-out and stopped sessions keep their status.
+-- not becomes disconnected. Banned and stopped sessions keep their status.
 -- ARGV[1] id, ARGV[2] now, ARGV[3] '1' connected | '0', ARGV[4] event JSON, ARGV[5] events cap,
 -- ARGV[6..] field/value pairs (counters)
 -- Returns {'ok', old status, new status} | {'missing', '', ''}

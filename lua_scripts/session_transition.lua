@@ -1,6 +1,6 @@
 --! include session_lib
 -- One change of a session's state: status, desired state, QR, fields and an event, atomically.
--- A session that is banned, logged out or stopped keeps that status unless ARGV[4] forces it.
+-- A session that is banned or stopped keeps that status unless ARGV[4] forces it.
 -- ARGV[1] id, ARGV[2] new status or '', ARGV[3] now, ARGV[4] '1' force | '0',
 -- ARGV[5] desired 'active' | 'stopped' | '', ARGV[6] event JSON or '', ARGV[7] events cap,
 -- ARGV[8] qr 'set' | 'clear' | '', ARGV[9] qr payload, ARGV[10] qr ttl seconds,

@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 
-from waorch import alert_events, keys, lua, profiles, settings, signing
+from waorch import alert_events, client_events, keys, lua, profiles, settings, signing
 from waorch.proxies import ProxyPool, proxy_id, redact
 
 log = logging.getLogger("waorch.sessions")
@@ -155,7 +155,10 @@ def transition(r: redis.Redis, session_id: str, status: str = "", *, force: bool
         session_id, status, f"{time.time():.3f}", "1" if force else "0", desired,
         json.dumps(event, sort_keys=True) if event else "", EVENTS_CAP, qr_mode, qr or "", QR_TTL,
         "1" if count_restart else "0", *flat])
-    return None if outcome == "missing" else (old, new)
+    if outcome == "missing":
+        return None
+    client_events.session_changed(r, session_id, old, new)
+    return old, new
 
 
 def create_session(r: redis.Redis, tenant: str, phone: str, trust_level: str | None = None,
@@ -311,15 +314,19 @@ def _ping(r: redis.Redis, session_id: str, data: dict, record: dict) -> tuple | 
     outcome, old, new = lua.script(r, "session_ping")(args=[
         session_id, f"{time.time():.3f}", "1" if data.get("connected") else "0",
         json.dumps(record, sort_keys=True), EVENTS_CAP, *counters])
-    return None if outcome == "missing" else (old, new)
+    if outcome == "missing":
+        return None
+    client_events.session_changed(r, session_id, old, new)
+    return old, new
 
 
 def _error(r: redis.Redis, session_id: str, data: dict, record: dict) -> tuple | None:
     code = str(data.get("code") or "UNKNOWN")[:64]
     detail = str(data.get("detail") or "")[:300]
     status = _ERROR_STATUS.get(code, "error")
-    # A banned or logged-out account needs a person (appeal, new QR scan): no restart loop.
-    desired = "stopped" if code in _ERROR_STATUS else ""
+    # A banned account needs a person (appeal), not a restart loop. A logged-out one keeps its
+    # worker: it pairs again, and its QR is what the person needs to see.
+    desired = "stopped" if code == "BANNED" else ""
     changed = transition(r, session_id, status, event=record, desired=desired,
                          fields={"last_error": f"{code}: {detail}" if detail else code})
     if changed is None:

@@ -150,3 +150,16 @@ def test_unknown_session_events_are_ignored(r):
     assert sessions.apply_worker_event(r, "nope", "PING", {}, time.time()) is None
     assert sessions.apply_worker_event(r, "nope", "QR", {"qr": "x"}, time.time()) is None
     assert not r.exists(keys.session_qr("nope"))
+
+
+def test_logged_out_alerts_and_pairs_again(r, pool):
+    sid = sessions.create_session(r, "acme", "491510000001")["id"]
+    sessions.apply_worker_event(r, sid, "CONNECTED", {}, time.time())
+    sessions.apply_worker_event(r, sid, "ERROR", {"code": "LOGGED_OUT"}, time.time())
+    s = sessions.get_session(r, sid)
+    assert s["status"] == "logged_out" and s["desired"] == "active"
+    assert any(a["kind"] == "session_down" for a in alert_events.active_alerts(r))
+    changed = sessions.apply_worker_event(r, sid, "QR", {"qr": "2@new"}, time.time())
+    assert changed == ("logged_out", "pairing")
+    sessions.apply_worker_event(r, sid, "CONNECTED", {}, time.time())
+    assert alert_events.active_alerts(r) == []
