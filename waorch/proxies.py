@@ -188,11 +188,14 @@ class ProxyPool:
 
     def free_slots(self) -> int:
         """Sessions that could still be placed on OK proxies."""
-        total = 0
-        for url in self.urls():
-            if self.r.get(keys.proxy_status(url)) == "OK":
-                total += max(0, self.ceiling - self.r.scard(proxy_sessions_key(url)))
-        return total
+        urls = self.urls()
+        pipe = self.r.pipeline(transaction=False)
+        for url in urls:
+            pipe.get(keys.proxy_status(url))
+            pipe.scard(proxy_sessions_key(url))
+        found = pipe.execute()
+        return sum(max(0, self.ceiling - count)
+                   for status, count in zip(found[::2], found[1::2], strict=True) if status == "OK")
 
 
 def _num(value: str | None) -> float | None:
