@@ -10,7 +10,7 @@ from typing import Any
 
 import redis
 
-from waorch import keys, lua, settings
+from waorch import client_events, keys, lua, settings
 from waorch.pacing import Pace
 
 RESERVE_BATCH = 50  # slots one reserve call may hand out
@@ -89,23 +89,29 @@ def ack(r: redis.Redis, session_id: str, msg_id: str, lease_token: str, wa_id: s
         sent_at: float | None = None, now: float | None = None) -> str:
     now = time.time() if now is None else now
     sent_at = now if sent_at is None else sent_at
-    return lua.script(r, "ack_message")(
+    outcome = lua.script(r, "ack_message")(
         keys=[keys.session_leases(session_id), keys.session_outbox(session_id),
               keys.session_pacing(session_id)],
         args=[msg_id, lease_token, wa_id, f"{sent_at:.6f}", f"{now:.6f}", session_id,
               time.strftime("%Y%m%d", time.gmtime(sent_at))],
     )
+    if outcome == "ok":
+        client_events.message_changed(r, msg_id)
+    return outcome
 
 
 def nack(r: redis.Redis, session_id: str, msg_id: str, lease_token: str, reason: str,
          retryable: bool, detail: str = "", now: float | None = None) -> str:
     conf = settings.get()
     now = time.time() if now is None else now
-    return lua.script(r, "nack_message")(
+    outcome = lua.script(r, "nack_message")(
         keys=[keys.session_leases(session_id), keys.session_outbox(session_id)],
         args=[msg_id, lease_token, reason, "1" if retryable else "0", detail[:500], f"{now:.6f}",
               conf.max_attempts, conf.retry_base],
     )
+    if outcome == "failed":
+        client_events.message_changed(r, msg_id)
+    return outcome
 
 
 def requeue_expired(r: redis.Redis, session_id: str, now: float | None = None) -> int:
@@ -119,12 +125,15 @@ def requeue_expired(r: redis.Redis, session_id: str, now: float | None = None) -
 def fail(r: redis.Redis, msg_id: str, reason: str, detail: str = "",
          session_id: str | None = None, now: float | None = None) -> bool:
     now = time.time() if now is None else now
-    return bool(lua.script(r, "fail_message")(
+    failed = bool(lua.script(r, "fail_message")(
         keys=[keys.MESSAGES_UNROUTED,
               keys.session_outbox(session_id) if session_id else "",
               keys.session_leases(session_id) if session_id else ""],
         args=[msg_id, reason, detail, f"{now:.6f}"],
     ))
+    if failed:
+        client_events.message_changed(r, msg_id)
+    return failed
 
 
 def record_receipt(r: redis.Redis, session_id: str, wa_id: str, status: str,
@@ -137,6 +146,8 @@ def record_receipt(r: redis.Redis, session_id: str, wa_id: str, status: str,
         return None
     at = time.time() if at is None else at
     advanced = lua.script(r, "record_receipt")(keys=[], args=[msg_id, status, f"{at:.6f}"])
+    if advanced:
+        client_events.message_changed(r, msg_id)
     return msg_id if advanced else None
 
 

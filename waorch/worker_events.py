@@ -9,7 +9,7 @@ from typing import Any
 
 import redis
 
-from waorch import keys, outbox, sessions
+from waorch import client_events, keys, outbox, sessions
 
 log = logging.getLogger("waorch.events")
 INBOUND_KEEP = 1000  # inbound messages kept per session
@@ -31,5 +31,6 @@ def ingest(r: redis.Redis, session: dict, event: str, data: dict[str, Any], at: 
         pipe.lpush(keys.session_inbound(session["id"]), json.dumps(entry))
         pipe.ltrim(keys.session_inbound(session["id"]), 0, INBOUND_KEEP - 1)
         pipe.execute()
+        client_events.inbound_received(r, session, entry)
         return
     sessions.apply_worker_event(r, session["id"], event, data, at)
