@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
@@ -118,6 +119,7 @@ def recovery(n_sessions: int, kills: int) -> dict:
             p.stop()
         sim.stop()
         server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
     return _stats(samples)
 
 
@@ -161,6 +163,7 @@ def memory(n: int) -> dict:
         steady = int(r.info("memory")["used_memory"])
     finally:
         server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
     return {"n": n, "created_per_session": (created - base) / n, "steady_per_session": (steady - base) / n}
 
 
