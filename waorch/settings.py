@@ -70,6 +70,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WAORCH_WEBHOOK_RETRY_MAX", "3600", "Longest pause between client webhook attempts (s)."),
     Setting("WAORCH_WEBHOOK_TIMEOUT", "10", "Seconds one client webhook POST may take."),
     Setting("WAORCH_WEBHOOK_DEAD_KEEP", "604800", "Seconds dead-lettered client webhook events are kept."),
+    Setting("WAORCH_WEBHOOK_PARALLEL", "1", "Webhook deliveries at once per Celery worker (< concurrency)."),
 )
 
 _BY_ENV = {s.env: s for s in SETTINGS}
@@ -135,6 +136,7 @@ class Settings:
     webhook_retry_max: float
     webhook_timeout: float
     webhook_dead_keep: int
+    webhook_parallel: int
 
     @property
     def gateway_url(self) -> str:
