@@ -34,3 +34,7 @@ class DiscoveredCommands(click.Group):
 @click.version_option(package_name="waorch")
 def cli() -> None:
     """waorch: orchestrate many WhatsApp accounts through one REST API."""
+
+
+if __name__ == "__main__":
+    cli(prog_name="waorch")
