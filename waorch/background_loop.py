@@ -41,3 +41,34 @@ class BackgroundLoop:
         thread.join(timeout=10)
         if not thread.is_alive():
             self.loop.close()
+
+
+class ServedInBackground:
+    """Mixin for an asyncio server with `start()`/`close()` coroutines, usable from sync code."""
+
+    _background: BackgroundLoop | None = None
+    _stop_timeout: float = 10.0
+
+    def _background_name(self) -> str:
+        return type(self).__name__.lower()
+
+    def start_in_thread(self):
+        """Serve from a private event loop thread; returns once listening."""
+        background = BackgroundLoop(self._background_name()).start()
+        try:
+            background.run(self.start())
+        except BaseException:
+            background.stop()
+            raise
+        self._background = background
+        return self
+
+    def stop(self) -> None:
+        """Stop what `start_in_thread` started; safe to call twice."""
+        background, self._background = self._background, None
+        if background is None:
+            return
+        try:
+            background.run(self.close(), timeout=self._stop_timeout)
+        finally:
+            background.stop()

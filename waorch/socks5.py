@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from waorch.background_loop import BackgroundLoop
+from waorch.background_loop import BackgroundLoop, ServedInBackground
 
 VERSION = 5
 AUTH_VERSION = 1
@@ -61,7 +61,7 @@ class HandshakeError(Exception):
     """The client broke the protocol or failed authentication; the connection is dropped."""
 
 
-class Socks5Server:
+class Socks5Server(ServedInBackground):
     """SOCKS5 proxy; run it inside an asyncio program (`start`/`close`) or in its own thread."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, username: str | None = None,
@@ -121,26 +121,8 @@ class Socks5Server:
             await asyncio.gather(*self._handlers, return_exceptions=True)
         await server.wait_closed()
 
-    def start_in_thread(self) -> Socks5Server:
-        """Serve from a private event loop thread; returns once the port is listening."""
-        background = BackgroundLoop(f"socks5-{self.host}").start()
-        try:
-            background.run(self.start())
-        except BaseException:
-            background.stop()
-            raise
-        self._background = background
-        return self
-
-    def stop(self) -> None:
-        """Stop a server started with `start_in_thread`; safe to call twice."""
-        background, self._background = self._background, None
-        if background is None:
-            return
-        try:
-            background.run(self.close(), timeout=10)
-        finally:
-            background.stop()
+    def _background_name(self) -> str:
+        return f"socks5-{self.host}"
 
     def drop_connections(self) -> None:
         """Abort every open client connection (with `fail = True`: the proxy died)."""

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from waorch.background_loop import BackgroundLoop
+from waorch.background_loop import BackgroundLoop, ServedInBackground
 from waorch.simulator.http_api import create_app
 from waorch.simulator.state import Network, SimConfig
 from waorch.simulator.wire import WireServer
 
 
-class Simulator:
+class Simulator(ServedInBackground):
     """Run inside an asyncio program (`start`/`close`) or on its own thread (`start_in_thread`)."""
+
+    _stop_timeout = 15.0
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, wire_host: str | None = None,
                  wire_port: int = 0, config: SimConfig | None = None) -> None:
@@ -53,22 +55,3 @@ class Simulator:
             await runner.cleanup()
         await self.wire_server.close()
 
-    def start_in_thread(self) -> Simulator:
-        background = BackgroundLoop("simulator").start()
-        try:
-            background.run(self.start())
-        except BaseException:
-            background.stop()
-            raise
-        self._background = background
-        return self
-
-    def stop(self) -> None:
-        """Stop a simulator started with `start_in_thread`; safe to call twice."""
-        background, self._background = self._background, None
-        if background is None:
-            return
-        try:
-            background.run(self.close(), timeout=15)
-        finally:
-            background.stop()
