@@ -6,11 +6,18 @@ from tasks.celery_app import app
 from waorch import webhook_delivery
 from waorch.redis_client import get_redis
 
+THROTTLE_WAIT = 1.0  # seconds before a delivery that found no free slot on its worker tries again
+
 
 @app.task(name="tasks.events.deliver", acks_late=True, reject_on_worker_lost=True)
 def deliver(sub_id: str, lane: int) -> str:
     """Deliver what is due on one lane of one subscription; schedule what follows."""
-    run = webhook_delivery.deliver_lane(get_redis(), sub_id, int(lane))
+    r = get_redis()
+    with webhook_delivery.worker_slot(r, deliver.request.hostname) as got:
+        if not got:
+            enqueue(sub_id, lane, countdown=THROTTLE_WAIT)
+            return "throttled"
+        run = webhook_delivery.deliver_lane(r, sub_id, int(lane))
     if run.outcome == "more":
         enqueue(sub_id, lane)
     elif run.outcome == "retry" and run.retry_in is not None \

@@ -13,6 +13,8 @@ import random
 import secrets
 import ssl
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
 import redis
@@ -180,6 +182,32 @@ def _forget_lane(r: redis.Redis, sub_id: str, lane: int, token: str) -> None:
     pipe.zrem(keys.WEBHOOKS_DUE, f"{sub_id}:{lane}")
     pipe.execute()
     lua.script(r, "webhook_lane_release")(args=[sub_id, lane, token, "0"])
+
+
+@contextmanager
+def worker_slot(r: redis.Redis, node: str | None) -> Iterator[bool]:
+    """One of WAORCH_WEBHOOK_PARALLEL delivery slots of a Celery worker node (True if got).
+
+    A slow or dead client endpoint then holds at most that many of the node's processes, and
+    dispatch, orchestration and maintenance tasks keep the others.
+    """
+    if not node:
+        yield True
+        return
+    conf = settings.get()
+    ttl = int(conf.webhook_timeout * 3 + 30)
+    held = None
+    for index in range(max(1, conf.webhook_parallel)):
+        lock = r.lock(f"webhooks:running:{node}:{index}", timeout=ttl, blocking=False)
+        if lock.acquire():
+            held = lock
+            break
+    try:
+        yield held is not None
+    finally:
+        if held is not None:
+            with suppress(redis.exceptions.LockError):
+                held.release()
 
 
 def claim_due(r: redis.Redis, now: float | None = None, limit: int = 500) -> list[tuple[str, int]]:

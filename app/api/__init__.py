@@ -10,6 +10,8 @@ BLUEPRINTS = (
     "app.api.worker:blp",
     "app.api.sessions:blp",
     "app.api.proxies:blp",
+    "app.api.webhooks:blp",
+    "app.api.inbound:blp",
 )
 
 

@@ -1,0 +1,186 @@
+"""Client webhooks (SPEC section 4): subscriptions of the key's tenant and their dead letters.
+
+Scope `read`: a subscription only pushes what the tenant may read anyway. Tenants see and touch
+only their own subscriptions and dead letters; admin keys see all (and may subscribe for another
+tenant). The signing secret is never shown again after creation.
+"""
+
+from __future__ import annotations
+
+from flask_smorest import Blueprint
+from marshmallow import Schema, ValidationError, fields, validate
+
+from app.auth import current_principal, requires, tenant_filter
+from app.errors import ApiError
+from waorch import client_webhooks, dead_letters
+from waorch.client_webhooks import EVENT_TYPES, SECRET_MAX, SECRET_MIN, WebhookUrlError
+from waorch.redis_client import get_redis
+
+blp = Blueprint("webhooks", __name__, url_prefix="/api/webhooks",
+                description="Client webhooks: signed event deliveries to your own endpoint")
+
+
+class WebhookUrlField(fields.String):
+    """An https URL on a public address (or one WAORCH_WEBHOOK_ALLOWLIST permits)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return client_webhooks.check_url(text).url
+        except WebhookUrlError as exc:
+            raise ValidationError(str(exc)) from None
+
+
+class WebhookCreateSchema(Schema):
+    url = WebhookUrlField(required=True, metadata={"description": "https://... (http only if allow-listed)"})
+    secret = fields.String(validate=[validate.Length(min=SECRET_MIN, max=SECRET_MAX),
+                                     validate.Regexp(r"^[\x21-\x7e]+$", error="printable ASCII, no spaces")],
+                           metadata={"description": "HMAC key for X-Waorch-Signature; generated if omitted"})
+    events = fields.List(fields.String(validate=validate.OneOf(EVENT_TYPES)),
+                         validate=validate.Length(min=1, max=len(EVENT_TYPES)),
+                         metadata={"description": "default: all event types"})
+    tenant = fields.String(validate=validate.Length(min=1, max=64),
+                           metadata={"description": "admin keys only: subscribe for another tenant"})
+
+
+class DeliveryStatusSchema(Schema):
+    pending = fields.Integer()
+    delivered = fields.Integer()
+    last_delivery_at = fields.Float(allow_none=True)
+    failing_since = fields.Float(allow_none=True)
+    last_error = fields.String(allow_none=True)
+    next_attempt_at = fields.Float(allow_none=True)
+
+
+class WebhookSchema(Schema):
+    id = fields.String()
+    tenant = fields.String()
+    url = fields.String()
+    events = fields.List(fields.String())
+    created_at = fields.Float(allow_none=True)
+    delivery = fields.Nested(DeliveryStatusSchema)
+
+
+class WebhookCreatedSchema(WebhookSchema):
+    secret = fields.String(metadata={"description": "only when generated, and only in this answer"})
+
+
+class WebhookListSchema(Schema):
+    webhooks = fields.List(fields.Nested(WebhookSchema))
+    count = fields.Integer()
+
+
+class DeadLetterSchema(Schema):
+    id = fields.String()
+    tenant = fields.String()
+    webhook_id = fields.String()
+    url = fields.String()
+    event_id = fields.String()
+    event = fields.Dict(allow_none=True)
+    attempts = fields.Integer()
+    last_error = fields.String(allow_none=True)
+    queued_at = fields.Float(allow_none=True)
+    dead_at = fields.Float(allow_none=True)
+
+
+class DeadLetterPageSchema(Schema):
+    items = fields.List(fields.Nested(DeadLetterSchema))
+    next_cursor = fields.String(allow_none=True)
+
+
+class DeadLetterQuerySchema(Schema):
+    cursor = fields.String(validate=validate.Regexp(r"^\d{1,12}(\.\d{1,9})?$"))
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+
+
+class RedeliveredSchema(Schema):
+    id = fields.String()
+    status = fields.String()
+
+
+def _view(record: dict) -> dict:
+    return {**client_webhooks.public_view(record),
+            "delivery": client_webhooks.delivery_status(get_redis(), record)}
+
+
+@blp.route("", methods=["POST"])
+@requires("read")
+@blp.arguments(WebhookCreateSchema)
+@blp.response(201, WebhookCreatedSchema)
+@blp.alt_response(409, description="the tenant has the most webhooks allowed")
+def create(body: dict):
+    """Subscribe an endpoint to events; the secret is returned only if waorch generated it."""
+    principal = current_principal()
+    tenant = principal.tenant
+    if body.get("tenant") and body["tenant"] != tenant:
+        if not principal.is_admin:
+            raise ApiError(403, "forbidden", "only admin keys may subscribe for another tenant")
+        tenant = body["tenant"]
+    r = get_redis()
+    try:
+        view, generated = client_webhooks.create(r, tenant, body["url"], body.get("events"),
+                                                 body.get("secret"))
+    except WebhookUrlError as exc:
+        raise ApiError(422, "validation_error", "the request did not validate", {"url": [str(exc)]}) from None
+    except client_webhooks.TooManyWebhooks as exc:
+        raise ApiError(409, "too_many_webhooks", str(exc)) from None
+    answer = _view(client_webhooks.get(r, view["id"]) or {**view, "secret": ""})
+    if generated:
+        answer["secret"] = generated
+    return answer
+
+
+@blp.route("", methods=["GET"])
+@requires("read")
+@blp.response(200, WebhookListSchema)
+def list_():
+    """The caller's webhooks (all for admin keys), with how delivery goes."""
+    found = [_view(rec) for rec in client_webhooks.list_for(get_redis(), tenant_filter())]
+    return {"webhooks": found, "count": len(found)}
+
+
+@blp.route("/dead-letters", methods=["GET"])
+@requires("read")
+@blp.arguments(DeadLetterQuerySchema, location="query")
+@blp.response(200, DeadLetterPageSchema)
+def list_dead_letters(query: dict):
+    """Events that ran out of retries, newest first; pass `next_cursor` back as `cursor`."""
+    items, next_cursor = dead_letters.list_dead_letters(get_redis(), tenant_filter(),
+                                                        query.get("cursor"), query["limit"])
+    return {"items": items, "next_cursor": next_cursor}
+
+
+@blp.route("/dead-letters/<string:dl_id>/redeliver", methods=["POST"])
+@requires("read")
+@blp.response(202, RedeliveredSchema)
+@blp.alt_response(409, description="its webhook was deleted")
+def redeliver(dl_id: str):
+    """Queue a dead-lettered event again, with a fresh retry window."""
+    try:
+        done = dead_letters.redeliver(get_redis(), dl_id, tenant_filter())
+    except dead_letters.DeadLetterGone as exc:
+        raise ApiError(409, "webhook_gone", str(exc)) from None
+    if not done:
+        raise ApiError(404, "not_found", "no such dead letter")
+    return {"id": dl_id, "status": "queued"}
+
+
+@blp.route("/<string:webhook_id>", methods=["GET"])
+@requires("read")
+@blp.response(200, WebhookSchema)
+def show(webhook_id: str):
+    """One webhook with how delivery goes."""
+    record = client_webhooks.get(get_redis(), webhook_id, tenant_filter())
+    if record is None:
+        raise ApiError(404, "not_found", "no such webhook")
+    return _view(record)
+
+
+@blp.route("/<string:webhook_id>", methods=["DELETE"])
+@requires("read")
+@blp.response(204)
+def delete(webhook_id: str):
+    """Unsubscribe; events still queued for it are dropped."""
+    if not client_webhooks.delete(get_redis(), webhook_id, tenant_filter()):
+        raise ApiError(404, "not_found", "no such webhook")
+    return "", 204

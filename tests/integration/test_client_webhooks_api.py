@@ -1,0 +1,159 @@
+"""The webhooks API over real HTTP: subscribe, list, show, delete, URL rules, secrets, dead letters."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.api_client import ApiClient
+from waorch import apikeys, client_webhooks, keys, lua, settings
+
+SECRET = "my-webhook-secret-123"
+
+
+@pytest.fixture
+def allow_loopback(redis_url, monkeypatch):
+    monkeypatch.setenv("WAORCH_WEBHOOK_ALLOWLIST", "127.0.0.1/32")
+    settings.get.cache_clear()
+
+
+@pytest.fixture
+def client(allow_loopback, api_client) -> ApiClient:
+    return api_client
+
+
+def test_subscribe_list_show_delete(client, r):
+    created = client.post("/api/webhooks", json={"url": "http://127.0.0.1:8123/in", "secret": SECRET,
+                                                 "events": ["message.status"]})
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert body["url"] == "http://127.0.0.1:8123/in" and body["events"] == ["message.status"]
+    assert body["tenant"] == "acme" and "secret" not in body  # the client chose it: never echoed
+    assert body["delivery"] == {"pending": 0, "delivered": 0, "last_delivery_at": None,
+                                "failing_since": None, "last_error": None, "next_attempt_at": None}
+    listing = client.get("/api/webhooks")
+    assert listing.status_code == 200 and listing.json()["count"] == 1
+    shown = client.get(f"/api/webhooks/{body['id']}")
+    assert shown.status_code == 200 and shown.json()["id"] == body["id"]
+    for answer in (created, listing, shown):
+        assert SECRET not in answer.text
+    assert client.delete(f"/api/webhooks/{body['id']}").status_code == 204
+    assert client.delete(f"/api/webhooks/{body['id']}").status_code == 404
+    assert client.get(f"/api/webhooks/{body['id']}").status_code == 404
+    assert not r.exists(keys.client_webhook(body["id"]))
+
+
+def test_generated_secret_is_shown_once(client, r):
+    created = client.post("/api/webhooks", json={"url": "http://127.0.0.1:8123/in"}).json()
+    secret = created["secret"]
+    assert secret.startswith("whsec_") and len(secret) > 30
+    assert created["events"] == list(client_webhooks.EVENT_TYPES)
+    for path in ("/api/webhooks", f"/api/webhooks/{created['id']}"):
+        assert secret not in client.get(path).text
+    assert secret not in json.dumps(r.hgetall(keys.client_webhook(created["id"])))
+
+
+@pytest.mark.parametrize("url,why", [
+    ("http://127.0.0.2:8123/", "plain http"),
+    ("https://127.0.0.2/", "loopback"),
+    ("https://169.254.169.254/latest/meta-data", "link-local"),
+    ("https://10.1.2.3/", "private"),
+    ("https://[::1]/", "loopback"),
+    ("https://2130706434/", "loopback"),  # 127.0.0.2 in decimal
+    ("ftp://127.0.0.1/", "https"),
+    ("https://user:pw@127.0.0.1/", "credentials"),
+    ("https://nowhere.invalid/", "resolve"),
+    ("", "give"),
+])
+def test_refused_urls_are_422_on_the_url_field(client, url, why):
+    answer = client.post("/api/webhooks", json={"url": url, "secret": SECRET})
+    assert answer.status_code == 422, answer.text
+    body = answer.json()
+    assert body["code"] == "validation_error" and why in " ".join(body["errors"]["url"])
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8123/in", "https://127.0.0.1/", "https://localhost/",
+                                 "https://2130706433/"])
+def test_without_allowlist_loopback_is_refused(api_client, url):
+    answer = api_client.post("/api/webhooks", json={"url": url})
+    assert answer.status_code == 422 and "url" in answer.json()["errors"]
+
+
+@pytest.mark.parametrize("payload,field", [
+    ({"url": "http://127.0.0.1:1/", "secret": "short"}, "secret"),
+    ({"url": "http://127.0.0.1:1/", "secret": "has spaces in it, sadly"}, "secret"),
+    ({"url": "http://127.0.0.1:1/", "events": []}, "events"),
+    ({"url": "http://127.0.0.1:1/", "events": ["message.deleted"]}, "events"),
+    ({"url": "http://127.0.0.1:1/", "surprise": 1}, "surprise"),
+    ({"secret": SECRET}, "url"),
+    ({"url": ["http://127.0.0.1:1/"]}, "url"),
+])
+def test_validation_errors_name_the_field(client, payload, field):
+    answer = client.post("/api/webhooks", json=payload)
+    assert answer.status_code == 422 and field in answer.json()["errors"], answer.text
+
+
+def test_the_number_of_webhooks_is_capped(client):
+    for _ in range(client_webhooks.MAX_PER_TENANT):
+        assert client.post("/api/webhooks", json={"url": "http://127.0.0.1:1/"}).status_code == 201
+    answer = client.post("/api/webhooks", json={"url": "http://127.0.0.1:1/"})
+    assert answer.status_code == 409 and answer.json()["code"] == "too_many_webhooks"
+
+
+def test_keys_need_read_scope_and_only_admins_subscribe_for_others(gateway, r, allow_loopback):
+    sender = ApiClient(gateway.url, apikeys.create_key(r, "acme", "send"))
+    assert sender.get("/api/webhooks").status_code == 403
+    assert ApiClient(gateway.url).get("/api/webhooks", key=None).status_code == 401
+    reader = ApiClient(gateway.url, apikeys.create_key(r, "acme", "read"))
+    other = reader.post("/api/webhooks", json={"url": "http://127.0.0.1:1/", "tenant": "globex"})
+    assert other.status_code == 403
+    admin = ApiClient(gateway.url, apikeys.create_key(r, "acme", "admin"))
+    made = admin.post("/api/webhooks", json={"url": "http://127.0.0.1:1/", "tenant": "globex"})
+    assert made.status_code == 201 and made.json()["tenant"] == "globex"
+
+
+def dead_letter(r, sub_id: str, event_id: str = "evt_1") -> str:
+    now = time.time()
+    r.set(keys.client_event(event_id), json.dumps({"id": event_id, "type": "session.status",
+                                                   "created_at": now, "data": {}}))
+    r.rpush(keys.webhook_lane(sub_id, 0), f"{event_id} {now - 100}")
+    prefix = f"dl_{event_id}_"
+    lua.script(r, "webhook_dead_letter")(args=[sub_id, 0, f"{now}", 10, 3600, 4, "HTTP 500", prefix, 10])
+    return prefix + "0"
+
+
+def test_dead_letters_listed_paged_and_redelivered(client, r):
+    sub = client.post("/api/webhooks", json={"url": "http://127.0.0.1:1/"}).json()["id"]
+    ids = [dead_letter(r, sub, f"evt_{i}") for i in range(3)]
+    page = client.get("/api/webhooks/dead-letters", params={"limit": 2})
+    assert page.status_code == 200, page.text
+    body = page.json()
+    assert len(body["items"]) == 2 and body["next_cursor"]
+    rest = client.get("/api/webhooks/dead-letters", params={"limit": 2, "cursor": body["next_cursor"]}).json()
+    listed = [i["id"] for i in body["items"] + rest["items"]]
+    assert sorted(listed) == sorted(ids) and rest["next_cursor"] is None
+    item = body["items"][0]
+    assert item["webhook_id"] == sub and item["attempts"] == 4 and item["last_error"] == "HTTP 500"
+    assert item["event"]["id"] == item["event_id"]
+    again = client.post(f"/api/webhooks/dead-letters/{item['id']}/redeliver")
+    assert again.status_code == 202 and again.json() == {"id": item["id"], "status": "queued"}
+    assert client.post(f"/api/webhooks/dead-letters/{item['id']}/redeliver").status_code == 404
+    assert r.lrange(keys.webhook_lane(sub, 0), 0, -1)[0].startswith(item["event_id"] + " ")
+    assert len(client.get("/api/webhooks/dead-letters").json()["items"]) == 2
+    webhook = client.get(f"/api/webhooks/{sub}").json()
+    assert webhook["delivery"]["pending"] == 1
+
+
+def test_redelivery_after_the_webhook_was_deleted_is_409(client, r):
+    sub = client.post("/api/webhooks", json={"url": "http://127.0.0.1:1/"}).json()["id"]
+    dl = dead_letter(r, sub)
+    assert client.delete(f"/api/webhooks/{sub}").status_code == 204
+    answer = client.post(f"/api/webhooks/dead-letters/{dl}/redeliver")
+    assert answer.status_code == 409 and answer.json()["code"] == "webhook_gone"
+
+
+@pytest.mark.parametrize("query", [{"limit": 0}, {"limit": 201}, {"cursor": "abc"}, {"limit": "x"}])
+def test_dead_letter_query_validation(client, query):
+    assert client.get("/api/webhooks/dead-letters", params=query).status_code == 422
