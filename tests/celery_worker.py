@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -11,6 +13,13 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    # Linux: the worker gets SIGKILL if the test process dies without stopping it
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class CeleryWorker:
@@ -32,7 +41,8 @@ class CeleryWorker:
     def start(self, timeout: float = 90.0) -> CeleryWorker:
         with open(self.log_path, "wb") as out:
             self.process = subprocess.Popen(self.argv, cwd=ROOT, env=self.env, stdout=out,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
+                                            stderr=subprocess.STDOUT, start_new_session=True,
+                                            preexec_fn=_die_with_parent)
         deadline = time.monotonic() + timeout
         while " ready." not in self.log():
             if self.process.poll() is not None:
@@ -48,11 +58,13 @@ class CeleryWorker:
             return
         # the worker's own process group: its pool children go with it
         os.killpg(self.process.pid, signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(10)
-        except subprocess.TimeoutExpired:
+        # a pool child still inside a long delivery must not outlive the test (and later find a
+        # new Redis on a reused port)
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
+        self.process.wait(10)
 
     def __enter__(self) -> CeleryWorker:
         return self.start()
