@@ -18,7 +18,7 @@ from typing import Any
 
 import redis
 
-from waorch import client_webhooks, keys, lua, settings
+from waorch import client_webhooks, inbound, keys, lua, settings
 
 log = logging.getLogger("waorch.client_events")
 
@@ -150,9 +150,10 @@ def inbound_event_id(session_id: str, entry: dict[str, Any]) -> str:
 def inbound_received(r: redis.Redis, session: dict, entry: dict[str, Any]) -> None:
     """Emit message.inbound for a message a person wrote to one of the tenant's sessions."""
     try:
-        data = {"session_id": session["id"], "to": session.get("phone"), "from": entry.get("from"),
-                "text": entry.get("text") or "", "media": entry.get("media") or None,
-                "wa_id": entry.get("wa_id") or None, "at": entry.get("at")}
+        found = inbound.clean(entry)
+        data = {"session_id": session["id"], "to": session.get("phone"), "from": found["from"],
+                "text": found["text"], "media": found["media"], "wa_id": found["wa_id"] or None,
+                "at": found["at"]}
         emit(r, session["tenant"], session["id"],
              [new_event(inbound_event_id(session["id"], entry), MESSAGE_INBOUND, data)])
     except Exception:  # noqa: BLE001

@@ -3,11 +3,29 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import redis
 
 from waorch import keys
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def clean(entry: dict[str, Any]) -> dict[str, Any]:
+    """An inbound entry with the types clients are promised (workers report what they like)."""
+    at = entry.get("at")
+    finite = isinstance(at, int | float) and not isinstance(at, bool) and math.isfinite(at)
+    media = entry.get("media")
+    return {"session": _text(entry.get("session")), "to": _text(entry.get("to")),
+            "from": _text(entry.get("from")), "text": _text(entry.get("text")) or "",
+            "wa_id": _text(entry.get("wa_id")), "at": float(at) if finite else None,
+            "media": media if isinstance(media, dict) else None}
 
 
 def list_inbound(r: redis.Redis, session_id: str, offset: int = 0,
@@ -21,5 +39,5 @@ def list_inbound(r: redis.Redis, session_id: str, offset: int = 0,
         except ValueError:
             continue
         if isinstance(entry, dict):
-            items.append(entry)
+            items.append(clean(entry))
     return items, offset + limit if len(raw) > limit else None

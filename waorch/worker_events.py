@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from typing import Any
 
@@ -15,13 +16,20 @@ log = logging.getLogger("waorch.events")
 INBOUND_KEEP = 1000  # inbound messages kept per session
 
 
+def finite_time(value: Any, default: float) -> float:
+    """A worker-given unix time if it is a finite number, else `default` (workers are not trusted)."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return default
+
+
 def ingest(r: redis.Redis, session: dict, event: str, data: dict[str, Any], at: float | None) -> None:
     """Apply one verified worker event (receipts and inbound here, session state in sessions)."""
     at = time.time() if at is None else at
     if event == "MESSAGE_STATUS":
         wa_id, status = str(data.get("wa_id", "")), data.get("status")
         if wa_id and status in ("delivered", "read"):
-            outbox.record_receipt(r, session["id"], wa_id, status, float(data.get("at") or at))
+            outbox.record_receipt(r, session["id"], wa_id, status, finite_time(data.get("at"), at))
         return
     if event == "INBOUND":
         entry = {"session": session["id"], "to": session["phone"], "from": data.get("from"),
