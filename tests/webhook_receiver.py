@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -39,8 +40,11 @@ def free_port() -> int:
 
 
 class WebhookReceiver:
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, tls: ssl.SSLContext | None = None,
+                 host: str = "127.0.0.1") -> None:
         self.port = port or free_port()
+        self.tls = tls
+        self.host = host  # the name in the URL (the server always listens on 127.0.0.1)
         self.status = 200
         self.delay = 0.0
         self.deliveries: list[Delivery] = []
@@ -51,7 +55,7 @@ class WebhookReceiver:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hooks/waorch"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}/hooks/waorch"
 
     def start(self) -> WebhookReceiver:
         receiver = self
@@ -78,6 +82,8 @@ class WebhookReceiver:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._server.daemon_threads = True
+        if self.tls is not None:
+            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
         return self

@@ -178,3 +178,69 @@ def test_redirects_and_client_errors_count_as_failures(r, fast_retries, receiver
         status_now = client_webhooks.delivery_status(r, client_webhooks.get(r, sub))
         assert status_now["last_error"] == f"HTTP {status}"
     assert receiver.deliveries == [] and json.loads(r.get(keys.client_event("evt_s6_x")))["id"] == "evt_s6_x"
+
+
+def self_signed(tmp_path) -> tuple[str, str]:
+    """A certificate for localhost/127.0.0.1 and its key, as PEM files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_path), str(key_path)
+
+
+def test_https_verifies_the_certificate_for_the_name(r, fast_retries, tmp_path, monkeypatch):
+    import ssl
+
+    if set(client_webhooks.system_resolver("localhost", 443)) != {"127.0.0.1"}:
+        pytest.skip("localhost does not resolve to 127.0.0.1 alone here")
+    cert, key = self_signed(tmp_path)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    with WebhookReceiver(tls=tls, host="localhost") as server:
+        sub = subscribe(r, server.url)
+        lane = client_events.lane_for("s7")
+        ids = emit_status(r, "s7", "x")
+        # not trusted yet: the TLS handshake fails and nothing is delivered
+        assert webhook_delivery.deliver_lane(r, sub, lane).outcome == "retry"
+        error = client_webhooks.delivery_status(r, client_webhooks.get(r, sub))["last_error"]
+        assert "SSL" in error or "certificate" in error.lower()
+        assert server.deliveries == []
+        monkeypatch.setenv("SSL_CERT_FILE", cert)  # the operator trusts this CA
+        r.delete(keys.webhook_lane_state(sub, lane))
+        assert webhook_delivery.deliver_lane(r, sub, lane).outcome == "idle"
+    assert [e["id"] for e in server.events()] == ids and server.deliveries[0].verifies(SECRET)
+    assert server.deliveries[0].headers["Host"] == f"localhost:{server.port}"
+
+
+def test_a_lost_delivery_task_is_recovered_by_the_sweep(r, fast_retries, receiver):
+    sub = subscribe(r, receiver.url)
+    emit_status(r, "s8", "x")
+    lane = client_events.lane_for("s8")
+    assert r.llen("events") == 1  # the delivery task was published to the Celery `events` queue
+    r.delete("events")  # ... and lost
+    now = time.time()
+    assert webhook_delivery.claim_due(r, now) == []  # its task still has its grace period
+    due = webhook_delivery.claim_due(r, now + client_events.DIRECT_GRACE + 1)
+    assert due == [(sub, lane)]
+    assert webhook_delivery.deliver_lane(r, sub, lane).outcome == "idle"
+    assert len(receiver.deliveries) == 1 and r.zcard(keys.WEBHOOKS_DUE) == 0
