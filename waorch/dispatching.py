@@ -1,4 +1,4 @@
-"""Dispatch: pick the sender session of a queued message, route it, and reserve send slots."""
+"""Dispatch: pick the sender session of a queued message, protect its recipient, route it, plan slots."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import redis
 
-from waorch import keys, outbox, sessions
+from waorch import bursts, keys, outbox, pacing, policy, recipient_protection, sessions, suppressions
 from waorch.pacing import pace_for
 
 log = logging.getLogger("waorch.dispatch")
@@ -21,8 +21,20 @@ def _pending(r: redis.Redis, session: dict) -> int:
     return d["queued"] + d["scheduled"] + d["leased"]
 
 
-def choose_sender(r: redis.Redis, record: dict) -> tuple[dict | None, str]:
-    """The session that should send `record`, with why (or None and why not)."""
+def spare_budget(r: redis.Redis, session: dict, pol: policy.Policy, now: float) -> tuple[int, dict]:
+    """Sends left in the session's rolling day after what it sent and what waits; and its usage."""
+    used = pacing.usage(r, session["id"], now)
+    level = pol.level(session.get("trust_level"))
+    return level.per_day - used["last_day"] - _pending(r, session), used
+
+
+def choose_sender(r: redis.Redis, record: dict, now: float | None = None) -> tuple[dict | None, str]:
+    """The session that should send `record`, with why (or None and why not).
+
+    Explicit `from`; else the recipient's sticky sender (the same person always hears from the
+    same number) unless it is dead; else the healthy session with the most spare budget.
+    """
+    now = time.time() if now is None else now
     tenant = record["tenant"]
     live = [s for s in sessions.list_sessions(r, tenant) if s.get("status") not in DEAD_STATUSES]
     wanted = record.get("from_requested")
@@ -31,20 +43,27 @@ def choose_sender(r: redis.Redis, record: dict) -> tuple[dict | None, str]:
             if session["phone"] == wanted:
                 return session, "requested sender"
         return None, f"no usable session of this tenant for sender {wanted}"
-    sticky_key = keys.sticky_sender(tenant, record["to"])
-    sticky_id = r.get(sticky_key)
+    sticky_id = r.get(keys.sticky_sender(tenant, record["to"]))
     if sticky_id:
         for session in live:
             if session["id"] == sticky_id:
                 return session, "sticky sender of this recipient"
     if not live:
         return None, "the tenant has no usable session"
+    pol = policy.get()
     ready_ids = {s["id"] for s in sessions.sendable_sessions(r, tenant)}
-    ready = [s for s in live if s["id"] in ready_ids]
-    # a connected session first; otherwise the message waits for one that may still connect
-    pool = ready or live
-    best = min(pool, key=lambda s: (_pending(r, s), s["id"]))
-    return best, "least loaded connected session" if ready else "least loaded session (not connected yet)"
+    scored = []
+    for session in live:
+        spare, used = spare_budget(r, session, pol, now)
+        ready = session["id"] in ready_ids
+        healthy = ready and used["cooldown_until"] is None
+        scored.append(((healthy, ready, spare, session["id"]), session))
+    (healthy, ready, spare, _), best = max(scored, key=lambda pair: pair[0])
+    if healthy:
+        return best, f"healthy session with the most spare budget ({spare} today)"
+    if ready:
+        return best, "connected session in cooldown (no healthy one)"
+    return best, "session not connected yet (no connected one)"
 
 
 def dispatch_message(r: redis.Redis, msg_id: str, now: float | None = None) -> str:
@@ -59,22 +78,33 @@ def dispatch_message(r: redis.Redis, msg_id: str, now: float | None = None) -> s
     if expires and expires <= now:
         outbox.fail(r, msg_id, "expired", "expired before it was routed", now=now)
         return "failed"
-    session, why = choose_sender(r, record)
+    if suppressions.is_suppressed(r, record["tenant"], record["to"]):
+        outbox.fail(r, msg_id, "suppressed", "the recipient opted out", now=now)
+        return "failed"
+    session, why = choose_sender(r, record, now)
     if session is None:
         outbox.fail(r, msg_id, "no_session", why, now=now)
         return "failed"
+    quiet = recipient_protection.quiet_window(record["to"], policy.get().quiet_hours, now)
+    if quiet:
+        r.hset(keys.message(msg_id), "quiet", quiet)
     if outbox.route(r, msg_id, session["id"], session["phone"], detail=why, now=now):
         r.set(keys.sticky_sender(record["tenant"], record["to"]), session["id"])
+        bursts.check_demand(r, session, now)
     outbox.reserve_slots(r, session["id"], session["phone"], pace_for(session), now=now)
     return "routed"
 
 
 def pump_session_queues(r: redis.Redis) -> int:
-    """Reserve slots for every session with routed messages waiting; returns messages scheduled."""
+    """Reserve slots for every session with routed messages waiting; returns messages scheduled.
+
+    Also resolves burst alerts whose cooldown is over.
+    """
     total = 0
     for session in sessions.list_sessions(r, None):
         if r.llen(keys.session_queue(session["phone"])):
             total += outbox.reserve_slots(r, session["id"], session["phone"], pace_for(session))
+    bursts.resolve_finished(r)
     return total
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import redis
 
-from waorch import client_events, keys, lua, settings
+from waorch import bursts, client_events, keys, lua, pacing, settings, trust
 from waorch.pacing import Pace
 
 RESERVE_BATCH = 50  # slots one reserve call may hand out
@@ -37,14 +37,9 @@ def route(r: redis.Redis, msg_id: str, session_id: str, phone: str, detail: str 
 def reserve_slots(r: redis.Redis, session_id: str, phone: str, pace: Pace,
                   now: float | None = None, rng: random.Random | None = None) -> int:
     """Move messages from the session FIFO to its outbox with paced send times; returns count."""
-    now = time.time() if now is None else now
-    rng = rng or random
-    randoms = [f"{rng.random():.6f}" for _ in range(RESERVE_BATCH)]
-    return int(lua.script(r, "reserve_send_slot")(
-        keys=[keys.session_queue(phone), keys.session_outbox(session_id),
-              keys.session_pacing(session_id)],
-        args=[f"{now:.6f}", pace.interval, pace.jitter, settings.get().schedule_horizon, *randoms],
-    ))
+    scheduled, _suppressed = pacing.reserve(r, session_id, phone, pace, now=now, rng=rng,
+                                            batch=RESERVE_BATCH)
+    return scheduled
 
 
 def claim(r: redis.Redis, session_id: str, pace: Pace, now: float | None = None,
@@ -53,11 +48,8 @@ def claim(r: redis.Redis, session_id: str, pace: Pace, now: float | None = None,
     now = time.time() if now is None else now
     lease = lease_seconds or settings.get().lease_seconds
     token = secrets.token_hex(12)
-    result = lua.script(r, "claim_message")(
-        keys=[keys.session_outbox(session_id), keys.session_leases(session_id),
-              keys.session_pacing(session_id)],
-        args=[f"{now:.6f}", lease, token, pace.interval, pace.jitter, f"{random.random():.6f}"],
-    )
+    # every pacing and recipient-protection rule is decided in claim_message.lua (waorch.pacing)
+    result = pacing.claim(r, session_id, pace, now, lease, token)
     if result[0] == "wait":
         return Claim("wait", ready_at=float(result[1]))
     if result[0] == "empty":
@@ -97,6 +89,7 @@ def ack(r: redis.Redis, session_id: str, msg_id: str, lease_token: str, wa_id: s
     )
     if outcome == "ok":
         client_events.message_changed(r, msg_id)
+        bursts.after_send(r, session_id, msg_id, sent_at, now)  # trust stats + send-log bursts
     return outcome
 
 
@@ -111,6 +104,8 @@ def nack(r: redis.Redis, session_id: str, msg_id: str, lease_token: str, reason:
     )
     if outcome == "failed":
         client_events.message_changed(r, msg_id)
+    if outcome in ("retry", "failed"):
+        trust.note_send(r, session_id, False, now)  # the trust review's failure rate
     return outcome
 
 

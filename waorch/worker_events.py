@@ -10,7 +10,7 @@ from typing import Any
 
 import redis
 
-from waorch import client_events, keys, outbox, sessions
+from waorch import client_events, keys, outbox, recipient_protection, sessions, trust
 
 log = logging.getLogger("waorch.events")
 INBOUND_KEEP = 1000  # inbound messages kept per session
@@ -39,6 +39,10 @@ def ingest(r: redis.Redis, session: dict, event: str, data: dict[str, Any], at: 
         pipe.lpush(keys.session_inbound(session["id"]), json.dumps(entry))
         pipe.ltrim(keys.session_inbound(session["id"]), 0, INBOUND_KEEP - 1)
         pipe.execute()
+        # an opt-out reply suppresses its sender for the tenant before anything else is sent
+        recipient_protection.handle_inbound(r, session, str(data.get("from") or ""),
+                                            str(data.get("text") or ""), at)
         client_events.inbound_received(r, session, entry)
         return
     sessions.apply_worker_event(r, session["id"], event, data, at)
+    trust.after_worker_event(r, session, event, data, at)  # restriction history, neighbour bans
