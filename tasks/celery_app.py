@@ -12,7 +12,7 @@ app.config_from_object("celeryconfig")
 app.autodiscover_tasks(["tasks"], related_name=None, force=True)
 # Import task modules explicitly: autodiscovery is lazy and beat/workers need names registered.
 TASK_MODULES = ("tasks.dispatch", "tasks.maintenance", "tasks.orchestration", "tasks.watchdog",
-                "tasks.events")
+                "tasks.events", "tasks.policy")
 for _name in TASK_MODULES:
     try:
         __import__(_name)

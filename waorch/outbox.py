@@ -37,8 +37,10 @@ def route(r: redis.Redis, msg_id: str, session_id: str, phone: str, detail: str 
 def reserve_slots(r: redis.Redis, session_id: str, phone: str, pace: Pace,
                   now: float | None = None, rng: random.Random | None = None) -> int:
     """Move messages from the session FIFO to its outbox with paced send times; returns count."""
-    scheduled, _suppressed = pacing.reserve(r, session_id, phone, pace, now=now, rng=rng,
-                                            batch=RESERVE_BATCH)
+    scheduled, suppressed = pacing.reserve(r, session_id, phone, pace, now=now, rng=rng,
+                                           batch=RESERVE_BATCH)
+    for msg_id in suppressed:
+        client_events.message_changed(r, msg_id)
     return scheduled
 
 
@@ -50,6 +52,8 @@ def claim(r: redis.Redis, session_id: str, pace: Pace, now: float | None = None,
     token = secrets.token_hex(12)
     # every pacing and recipient-protection rule is decided in claim_message.lua (waorch.pacing)
     result = pacing.claim(r, session_id, pace, now, lease, token)
+    for msg_id in result[2:]:  # failed on the way (expired, or its recipient opted out)
+        client_events.message_changed(r, msg_id)
     if result[0] == "wait":
         return Claim("wait", ready_at=float(result[1]))
     if result[0] == "empty":

@@ -10,6 +10,8 @@ BLUEPRINTS = (
     "app.api.worker:blp",
     "app.api.sessions:blp",
     "app.api.proxies:blp",
+    "app.api.suppressions:blp",
+    "app.api.policy:blp",
     "app.api.webhooks:blp",
     "app.api.inbound:blp",
 )

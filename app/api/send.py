@@ -9,13 +9,14 @@ from marshmallow import ValidationError
 from app.auth import current_principal, requires
 from app.errors import ApiError
 from app.schemas import AcceptedSchema, BatchAcceptedSchema, BatchSchema, SendSchema
-from waorch import messages, ratelimit, settings
+from waorch import messages, ratelimit, settings, suppressions
 from waorch.redis_client import get_redis
 from waorch.sending import accept_and_dispatch
 
 blp = Blueprint("send", __name__, url_prefix="/api", description="Send messages")
 
 _IDEMPOTENCY_HEADER = "Idempotency-Key"
+SUPPRESSED = "suppressed: the recipient opted out (see /api/suppressions)"
 
 
 def _idempotency_key() -> str | None:
@@ -61,7 +62,10 @@ def _accept(items: list[dict], build_response, payload):
 @blp.alt_response(409, description="Idempotency-Key reused with another body")
 @blp.alt_response(429, description="rate limited; see Retry-After")
 def send(item: dict):
-    """Accept one message for sending; answers 202 with its id."""
+    """Accept one message for sending; answers 202 with its id (422 `suppressed` for an opt-out)."""
+    if suppressions.is_suppressed(get_redis(), current_principal().tenant, item["to"]):
+        raise ApiError(422, "suppressed", "the recipient opted out of messages from this tenant",
+                       {"to": [SUPPRESSED]})
     return _accept([item], lambda ids: {"id": ids[0], "status": "queued"}, request.get_json())
 
 
@@ -77,12 +81,20 @@ def send_batch(batch: dict):
         raise ApiError(422, "validation_error", f"at most {limit} messages per batch",
                        {"messages": [f"at most {limit} messages"]})
     schema = SendSchema()
-    valid, rejected = [], []
+    valid, rejected, loaded = [], [], []
     for index, item in enumerate(raw):
         try:
-            valid.append(schema.load(item))
+            loaded.append((index, schema.load(item)))
         except ValidationError as exc:
             rejected.append({"index": index, "errors": exc.normalized_messages()})
+    blocked = suppressions.suppressed_among(get_redis(), current_principal().tenant,
+                                            [item["to"] for _, item in loaded])
+    for index, item in loaded:
+        if item["to"] in blocked:
+            rejected.append({"index": index, "errors": {"to": [SUPPRESSED]}})
+        else:
+            valid.append(item)
+    rejected.sort(key=lambda entry: entry["index"])
     if not valid:
         raise ApiError(422, "validation_error", "no message in the batch is valid",
                        {"messages": {str(r["index"]): r["errors"] for r in rejected}})
