@@ -25,3 +25,14 @@ for _name in TASK_MODULES:
 def _fresh_connections(**_: object) -> None:
     # Pools inherited across fork would share sockets between processes.
     redis_client.reset_clients()
+
+
+def use_broker(url: str) -> None:
+    """Point this process's Celery app at another Redis (tests switch Redis between cases)."""
+    if app.conf.broker_url == url:
+        return
+    app.conf.broker_url = url
+    if app._pool is not None:
+        app._pool.force_close_all()
+        app._pool = None
+    app.amqp._producer_pool = None

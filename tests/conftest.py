@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 import redis
@@ -30,6 +31,10 @@ def redis_url(redis_server, monkeypatch) -> str:
     monkeypatch.setenv("WAORCH_SECRET_KEY", os.environ.get("WAORCH_SECRET_KEY", "test-master-key"))
     settings.get.cache_clear()
     redis_client.reset_clients()
+    # celeryconfig read REDIS_URL once, when first imported: follow this test's Redis
+    celery_module = sys.modules.get("tasks.celery_app")
+    if celery_module is not None:
+        celery_module.use_broker(url)
     yield url
     settings.get.cache_clear()
     redis_client.reset_clients()
