@@ -3,6 +3,7 @@ end `delivered`, and no message lost when a Celery worker or the session worker 
 
 from __future__ import annotations
 
+import json
 import signal
 
 import pytest
@@ -21,9 +22,12 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def stack(tmp_path, redis_url):
-    env = {"WAORCH_PER_MINUTE": str(PER_MINUTE), "WAORCH_JITTER": str(JITTER),
-           "WAORCH_LEASE_SECONDS": "8", "WAORCH_RECOVER_AFTER": "5", "WAORCH_SWEEP_INTERVAL": "3",
-           "WAORCH_VISIBILITY_TIMEOUT": "20", "WAORCH_PING_TIMEOUT": "60"}
+    # the spine's own pace; 9 messages to one person at any hour: no quiet hours, no recipient cap
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({"trust_levels": {"new": {"per_minute": PER_MINUTE, "per_day": 1000}},
+                                  "jitter": JITTER, "quiet_hours": None, "recipient_daily_cap": None}))
+    env = {"WAORCH_POLICY_FILE": str(policy), "WAORCH_LEASE_SECONDS": "8", "WAORCH_RECOVER_AFTER": "5",
+           "WAORCH_SWEEP_INTERVAL": "3", "WAORCH_VISIBILITY_TIMEOUT": "20", "WAORCH_PING_TIMEOUT": "60"}
     s = start_stack(tmp_path, redis_url, env, ["--workers", "2"])
     yield s
     leftovers = stop_stack(s)
