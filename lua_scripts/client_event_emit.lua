@@ -12,7 +12,6 @@ if ARGV[6] ~= '' then
   redis.call('HSET', ARGV[6], 'client_seq', ARGV[8])
 end
 local woken = {'ok'}
-local stored = {}
 local subs = redis.call('SMEMBERS', 'webhooks:tenant:' .. ARGV[1])
 table.sort(subs)
 for _, sub in ipairs(subs) do
@@ -22,10 +21,7 @@ for _, sub in ipairs(subs) do
     local lane_key = k_lane(sub, ARGV[2])
     for i = 9, #ARGV, 3 do
       if string.find(wanted, ',' .. ARGV[i + 1] .. ',', 1, true) then
-        if not stored[ARGV[i]] then
-          redis.call('SET', k_event(ARGV[i]), ARGV[i + 2], 'EX', ARGV[4])
-          stored[ARGV[i]] = true
-        end
+        hold_event(ARGV[i], ARGV[i + 2], ARGV[4])
         if redis.call('RPUSH', lane_key, ARGV[i] .. ' ' .. ARGV[3]) == 1 then
           redis.call('ZADD', DUE, ARGV[5], sub .. ':' .. ARGV[2])
           woken[#woken + 1] = sub .. ':' .. ARGV[2]

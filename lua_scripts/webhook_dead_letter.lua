@@ -24,6 +24,7 @@ while moved < tonumber(ARGV[9]) do
   redis.call('ZADD', k_tenant_dead(tenant), now, dl)
   redis.call('ZADD', DEAD_ALL, now, dl)
   redis.call('LPOP', k_lane(sub, lane))
+  release_event(id)
   moved = moved + 1
 end
 if moved > 0 then redis.call('DEL', k_state(sub, lane)) end

@@ -6,6 +6,7 @@
 local sub, lane = ARGV[1], ARGV[2]
 if redis.call('LINDEX', k_lane(sub, lane), 0) ~= ARGV[3] then return 0 end
 redis.call('LPOP', k_lane(sub, lane))
+release_event((split_entry(ARGV[3])))
 redis.call('DEL', k_state(sub, lane))
 if redis.call('EXISTS', k_sub(sub)) == 1 then
   redis.call('HINCRBY', k_sub(sub), 'delivered', 1)

@@ -14,3 +14,20 @@ local function split_entry(entry)
   local id, queued = string.match(entry, '^(%S+) (%S+)$')
   return id, tonumber(queued)
 end
+
+local function k_refs(id) return 'client:eventrefs:' .. id end
+
+-- An event record lives while some lane still holds it (client:eventrefs:<id> counts them): the
+-- last lane to let it go (delivered, dead-lettered, dropped) deletes it, so delivered events take
+-- no memory.
+local function hold_event(id, body, ttl)
+  redis.call('SET', k_event(id), body, 'EX', ttl)
+  redis.call('INCR', k_refs(id))
+  redis.call('EXPIRE', k_refs(id), ttl)
+end
+
+local function release_event(id)
+  if id and redis.call('DECR', k_refs(id)) <= 0 then
+    redis.call('DEL', k_event(id), k_refs(id))
+  end
+end

@@ -9,7 +9,7 @@ local rec = {}
 for i = 1, #dl, 2 do rec[dl[i]] = dl[i + 1] end
 if ARGV[2] ~= '' and rec.tenant ~= ARGV[2] then return {'unknown'} end
 if redis.call('EXISTS', k_sub(rec.subscription)) == 0 or rec.event == '' then return {'gone'} end
-redis.call('SET', k_event(rec.event_id), rec.event, 'EX', ARGV[4])
+hold_event(rec.event_id, rec.event, ARGV[4])
 local woken = ''
 if redis.call('RPUSH', k_lane(rec.subscription, rec.lane), rec.event_id .. ' ' .. ARGV[3]) == 1 then
   woken = rec.subscription .. ':' .. rec.lane

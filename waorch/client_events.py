@@ -95,7 +95,8 @@ def message_event(record: dict[str, str], entry: dict[str, Any], index: int) -> 
 def message_changed(r: redis.Redis, msg_id: str) -> int:
     """Emit message.status for each transition clients care about not emitted yet; how many."""
     try:
-        for _ in range(5):
+        # each conflict means another caller emitted meanwhile: progress, so this ends quickly
+        for _ in range(20):
             pipe = r.pipeline(transaction=False)
             pipe.hgetall(keys.message(msg_id))
             pipe.lrange(keys.message_history(msg_id), 0, -1)

@@ -144,8 +144,13 @@ def client_webhook(sub_id: str) -> str:
 
 
 def client_event(event_id: str) -> str:
-    """STRING: the event JSON exactly as POSTed, kept for the retry window."""
+    """STRING: the event JSON exactly as POSTed; deleted when no lane holds it any more."""
     return f"client:event:{event_id}"
+
+
+def client_event_refs(event_id: str) -> str:
+    """STRING (int): how many subscription lanes still hold the event."""
+    return f"client:eventrefs:{event_id}"
 
 
 def webhook_lane(sub_id: str, lane: int | str) -> str:

@@ -176,11 +176,8 @@ def _release(r: redis.Redis, sub_id: str, lane: int, token: str, run: LaneRun, d
 
 
 def _forget_lane(r: redis.Redis, sub_id: str, lane: int, token: str) -> None:
-    """The subscription was deleted: what is left on its lane has nowhere to go."""
-    pipe = r.pipeline(transaction=True)
-    pipe.delete(keys.webhook_lane(sub_id, lane), keys.webhook_lane_state(sub_id, lane))
-    pipe.zrem(keys.WEBHOOKS_DUE, f"{sub_id}:{lane}")
-    pipe.execute()
+    """The subscription was deleted: what is left on its lanes has nowhere to go."""
+    lua.script(r, "webhook_unsubscribe")(args=[sub_id, "", client_webhooks.LANES])
     lua.script(r, "webhook_lane_release")(args=[sub_id, lane, token, "0"])
 
 

@@ -66,7 +66,8 @@ def test_events_arrive_signed_and_in_order(r, fast_retries, receiver):
         assert delivery.headers["X-Waorch-Event-Id"] == delivery.event["id"]
         assert delivery.headers["Content-Type"] == "application/json"
         assert set(delivery.event) == {"id", "type", "created_at", "data"}
-        assert delivery.body == r.get(keys.client_event(delivery.event["id"])).encode()
+        assert delivery.body == client_events.encode(delivery.event).encode()
+        assert not r.exists(keys.client_event(delivery.event["id"]))  # delivered: forgotten
     view = client_webhooks.delivery_status(r, client_webhooks.get(r, sub))
     assert view["pending"] == 0 and view["delivered"] == 3 and view["last_error"] is None
 

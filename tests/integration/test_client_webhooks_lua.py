@@ -167,6 +167,7 @@ def test_redeliver_happens_once_under_concurrency_and_only_for_the_tenant(r, all
     assert sorted(results) == [False] * 7 + [True]
     assert [e.split(" ")[0] for e in r.lrange(keys.webhook_lane(sub, 2), 0, -1)] == ["evt_1"]
     assert json.loads(r.get(keys.client_event("evt_1"))) == {"id": "evt_1"}
+    assert r.get(keys.client_event_refs("evt_1")) == "1"
     assert dead_letters.list_dead_letters(r, TENANT)[0] == []
 
 
@@ -224,3 +225,23 @@ def test_secret_is_stored_sealed(r, allow_loopback):
     assert generated.startswith("whsec_") and "secret" not in view
     stored = r.hget(keys.client_webhook(view["id"]), "secret")
     assert generated not in stored and client_webhooks.unseal(stored) == generated
+
+
+def test_an_event_record_lives_while_a_lane_holds_it(r, allow_loopback):
+    first, second = subscribe(r), subscribe(r)
+    client_events.emit(r, TENANT, "s1", [client_events.new_event("evt_1", "session.status", {})])
+    client_events.emit(r, TENANT, "s2", [client_events.new_event("evt_2", "session.status", {})])
+    lane1 = client_events.lane_for("s1")
+    assert r.get(keys.client_event_refs("evt_1")) == "2"
+    entry = r.lindex(keys.webhook_lane(first, lane1), 0)
+    assert lua.script(r, "webhook_lane_pop")(args=[first, lane1, entry, "1"]) == 1
+    assert r.exists(keys.client_event("evt_1"))  # the second subscription still needs it
+    entry = r.lindex(keys.webhook_lane(second, lane1), 0)
+    lua.script(r, "webhook_dead_letter")(args=[second, lane1, f"{time.time() + 10}", 1, 3600, 1, "x",
+                                                "dl_r_", 10])
+    assert not r.exists(keys.client_event("evt_1"), keys.client_event_refs("evt_1"))
+    assert dead_letters.list_dead_letters(r, TENANT)[0][0]["event"]["id"] == "evt_1"  # its own copy
+    assert r.exists(keys.client_event("evt_2"))
+    client_webhooks.delete(r, first, TENANT)
+    client_webhooks.delete(r, second, TENANT)
+    assert not r.exists(keys.client_event("evt_2"), keys.client_event_refs("evt_2"))
