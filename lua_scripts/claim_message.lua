@@ -19,6 +19,8 @@ if ARGV[9] ~= '' then
   if current ~= ARGV[9] then return {'level', current} end
 end
 requeue_expired(KEYS[2], KEYS[1], ARGV[1])
+-- most calls are long-polls of an idle worker: answer those before any pacing arithmetic
+if redis.call('ZCARD', KEYS[1]) == 0 then return {'empty', ''} end
 local gate = send_gate(KEYS[3], KEYS[4], KEYS[5], now, tonumber(ARGV[7]), tonumber(ARGV[8]))
 local cap = tonumber(ARGV[10])
 local failed = {}

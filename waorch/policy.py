@@ -257,7 +257,7 @@ def _bursts(raw: Any) -> Bursts:
     return Bursts(
         demand_factor=_number(spec.get("demand_factor", 2.0), "bursts.demand_factor", 0, low_open=True),
         send_window=_number(spec.get("send_window_seconds", 60), "bursts.send_window_seconds", 1, 3600),
-        send_factor=_number(spec.get("send_factor", 1.0), "bursts.send_factor", 0, low_open=True),
+        send_factor=_number(spec.get("send_factor", 1.5), "bursts.send_factor", 0, low_open=True),
         cooldown_send=_number(cool.get("send", 1800), "bursts.cooldown_seconds.send", 0, 7 * 86400),
         cooldown_demand=_number(cool.get("demand", 600), "bursts.cooldown_seconds.demand", 0, 7 * 86400),
     )
