@@ -149,3 +149,13 @@ def test_review_task_body(r):
     sends(r, s["id"], 50, 0, time.time() - 3600)
     assert trust_review() == 1
     assert level(r, s["id"]) == "warming"
+
+
+def test_sessions_are_created_only_with_a_level_of_the_policy(gateway, admin_key, r):
+    ProxyPool(r).add("socks5h://u:p@127.0.0.41:1080")
+    admin = ApiClient(gateway.url, admin_key)
+    typo = admin.post("/api/sessions", json={"phone": "+12025550158", "trust_level": "trustd"})
+    assert typo.status_code == 422 and "trust_level" in typo.json()["errors"]
+    made = admin.post("/api/sessions", json={"phone": "+12025550158", "trust_level": "warming"})
+    assert made.status_code == 201, made.text
+    assert made.json()["trust_level"] == "warming"
