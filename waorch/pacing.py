@@ -17,6 +17,9 @@ import redis
 from waorch import keys, lua, policy, settings
 
 MAX_EXAMINED = 100  # due messages one claim call may hold or fail before it answers
+# The OS's randomness: forked Celery processes never share a jitter sequence, and nobody
+# seeding the global `random` module can make the pace predictable.
+_RANDOM = random.SystemRandom()
 _LEVEL_RETRIES = 3  # a trust level changing under a claim is re-read this often
 
 
@@ -51,7 +54,7 @@ class Pace:
 
     def draw(self, rng: random.Random | None = None) -> float:
         """A random in [0, 1) shaped by the jitter distribution (0.5 is the mean interval)."""
-        rng = rng or random
+        rng = rng or _RANDOM
         if self.distribution == "triangular":
             return (rng.random() + rng.random()) / 2
         return rng.random()
