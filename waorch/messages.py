@@ -58,6 +58,18 @@ def accept(r: redis.Redis, tenant: str, records: list[dict[str, Any]], response:
     return Accepted(response, False, [rec["id"] for rec in records])
 
 
+def remembered(r: redis.Redis, tenant: str, idempotency_key: str,
+               payload_hash: str) -> dict[str, Any] | None:
+    """The first answer given for this key and body, None for a new key; conflict for another body."""
+    seen = r.get(keys.idempotency(tenant, idempotency_key))
+    if not seen:
+        return None
+    record = json.loads(seen)
+    if record["hash"] != payload_hash:
+        raise IdempotencyConflict()
+    return json.loads(record["response"])
+
+
 def history(r: redis.Redis, msg_id: str) -> list[dict[str, Any]]:
     return [json.loads(item) for item in r.lrange(keys.message_history(msg_id), 0, -1)]
 

@@ -42,6 +42,24 @@ def _answer(outcome):
     return outcome.response, 202, headers
 
 
+def _conflict() -> ApiError:
+    return ApiError(409, "idempotency_conflict", "this Idempotency-Key was used with a different body")
+
+
+def _replay(payload):
+    """The first answer again when this Idempotency-Key was seen with this body, before any check
+    that could answer differently today (an opt-out since, the rate limit)."""
+    key = _idempotency_key()
+    if key is None:
+        return None
+    try:
+        first = messages.remembered(get_redis(), current_principal().tenant, key,
+                                    messages.body_hash(payload))
+    except messages.IdempotencyConflict:
+        raise _conflict() from None
+    return None if first is None else (first, 202, {"Idempotent-Replayed": "true"})
+
+
 def _accept(items: list[dict], build_response, payload):
     principal = current_principal()
     key = _idempotency_key()
@@ -50,8 +68,7 @@ def _accept(items: list[dict], build_response, payload):
         outcome = accept_and_dispatch(get_redis(), principal.tenant, items, build_response, key,
                                       payload)
     except messages.IdempotencyConflict:
-        raise ApiError(409, "idempotency_conflict",
-                       "this Idempotency-Key was used with a different body") from None
+        raise _conflict() from None
     return _answer(outcome)
 
 
@@ -63,6 +80,9 @@ def _accept(items: list[dict], build_response, payload):
 @blp.alt_response(429, description="rate limited; see Retry-After")
 def send(item: dict):
     """Accept one message for sending; answers 202 with its id (422 `suppressed` for an opt-out)."""
+    replay = _replay(request.get_json())
+    if replay:
+        return replay
     if suppressions.is_suppressed(get_redis(), current_principal().tenant, item["to"]):
         raise ApiError(422, "suppressed", "the recipient opted out of messages from this tenant",
                        {"to": [SUPPRESSED]})
@@ -75,6 +95,9 @@ def send(item: dict):
 @blp.response(202, BatchAcceptedSchema)
 def send_batch(batch: dict):
     """Accept up to WAORCH_BATCH_MAX messages; invalid ones are listed in `rejected`."""
+    replay = _replay(request.get_json())
+    if replay:
+        return replay
     raw = batch["messages"]
     limit = settings.get().batch_max
     if len(raw) > limit:

@@ -196,3 +196,17 @@ def test_openapi_and_docs(gateway):
     assert "/api/send" in paths and "/api/messages/{msg_id}" in paths
     docs = ApiClient(gateway.url).get("/api/docs", key=None)
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+def test_replay_answers_the_first_answer_even_after_an_opt_out(api_client, r):
+    from waorch import suppressions
+
+    headers = {"Idempotency-Key": "before-opt-out"}
+    first = api_client.post("/api/send", json={"to": TO, "text": "hi"}, headers=headers)
+    assert first.status_code == 202
+    suppressions.add(r, "acme", "14155550123", reason="STOP")
+    again = api_client.post("/api/send", json={"to": TO, "text": "hi"}, headers=headers)
+    assert again.status_code == 202 and again.json() == first.json()
+    assert again.headers["Idempotent-Replayed"] == "true"
+    fresh = api_client.post("/api/send", json={"to": TO, "text": "hi"})
+    assert fresh.status_code == 422 and fresh.json()["code"] == "suppressed"
