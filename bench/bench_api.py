@@ -101,8 +101,12 @@ def main() -> None:
     r = get_redis(redis.url)
     key = apikeys.create_key(r, "bench", "send")
     gw_port, bare_port = free_port(), free_port()
-    gateway = serve("app:create_app()", gw_port, env, args.workers, Path(tmp) / "gateway.log")
-    bare = serve("bench.bare_app:app", bare_port, env, args.workers, Path(tmp) / "bare.log")
+    try:
+        gateway = serve("app:create_app()", gw_port, env, args.workers, Path(tmp) / "gateway.log")
+        bare = serve("bench.bare_app:app", bare_port, env, args.workers, Path(tmp) / "bare.log")
+    except BaseException:
+        redis.stop()  # never leave the benchmark's Redis running behind a failed start
+        raise
     single = {"to": "+14155550123", "text": "benchmark message"}
     batch = {"messages": [single] * args.batch_size}
     hdr = {"X-API-Key": key}
