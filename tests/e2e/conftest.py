@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,22 +15,12 @@ import pytest
 import requests
 
 from tests.api_client import ApiClient
+from tests.waiting import wait_for
 from waorch.redis_server import free_port
 from waorch.socks5 import Socks5Server
 
 ROOT = Path(__file__).resolve().parents[2]
 
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
-    """Poll `predicate` until it returns something truthy, or fail naming `what`."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 @dataclass
@@ -83,7 +72,7 @@ def start_stack(tmp_path: Path, redis_url: str, extra_env: dict[str, str], args:
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     run_file = state / "run.json"
     try:
-        wait_for(lambda: run_file.exists() or proc.poll() is not None, 180, "run.json")
+        wait_for(lambda: run_file.exists() or proc.poll() is not None, "run.json", timeout=180)
     except AssertionError:
         proc.kill()
         raise
@@ -127,11 +116,11 @@ def pair_session(stack: Stack, phone: str) -> str:
     created = stack.api.post("/api/sessions", json={"phone": f"+{phone}", "label": "e2e"})
     assert created.status_code == 201, created.text
     session_id = created.json()["id"]
-    wait_for(lambda: stack.api.get(f"/api/sessions/{session_id}/qr").status_code == 200, 90,
-             "a QR for the new session")
+    wait_for(lambda: stack.api.get(f"/api/sessions/{session_id}/qr").status_code == 200,
+             "a QR for the new session", timeout=90)
     qr_png = stack.api.get(f"/api/sessions/{session_id}/qr", headers={"Accept": "image/png"})
     assert qr_png.headers["Content-Type"] == "image/png" and qr_png.content[:4] == b"\x89PNG"
     scan = requests.post(f"{stack.sim}/sim/accounts/{phone}/scan", timeout=10)
     assert scan.status_code == 200, scan.text
-    wait_for(lambda: session_status(stack.api, session_id) == "connected", 90, "CONNECTED")
+    wait_for(lambda: session_status(stack.api, session_id) == "connected", "CONNECTED", timeout=90)
     return session_id

@@ -9,7 +9,8 @@ import json
 import pytest
 import requests
 
-from tests.e2e.conftest import pair_session, start_stack, stop_stack, wait_for
+from tests.e2e.conftest import pair_session, start_stack, stop_stack
+from tests.waiting import wait_for
 
 PHONE = "12025550188"
 PERSON = "14155550166"
@@ -41,7 +42,7 @@ def test_opt_out_restriction_and_pace_through_the_whole_stack(stack, proxy):
     session_id = pair_session(stack, PHONE)
     ids = [stack.api.send(f"+{to}", f"hello {i}").json()["id"]
            for i, to in enumerate([PERSON, OTHER, PERSON, OTHER])]
-    wait_for(lambda: all(status(stack, i) in ("delivered", "read") for i in ids), 120, "4 delivered")
+    wait_for(lambda: all(status(stack, i) in ("delivered", "read") for i in ids), "4 delivered", timeout=120)
     got = requests.get(f"{stack.sim}/sim/messages", params={"from": PHONE}, timeout=10).json()
     times = sorted(m["at"] for m in got)
     assert len(times) == 4
@@ -52,7 +53,8 @@ def test_opt_out_restriction_and_pace_through_the_whole_stack(stack, proxy):
     reply = requests.post(f"{stack.sim}/sim/inbound", json={"from": PERSON, "to": PHONE, "text": "Stop"},
                           timeout=10)
     assert reply.status_code == 202, reply.text
-    listed = wait_for(lambda: stack.api.get("/api/suppressions").json()["items"], 60, "the suppression")
+    listed = wait_for(lambda: stack.api.get("/api/suppressions").json()["items"], "the suppression",
+                      timeout=60)
     assert [(i["phone"], i["source"]) for i in listed] == [(PERSON, f"inbound:{session_id}")]
     refused = stack.api.send(f"+{PERSON}", "one more offer")
     assert refused.status_code == 422 and refused.json()["code"] == "suppressed"
@@ -63,11 +65,11 @@ def test_opt_out_restriction_and_pace_through_the_whole_stack(stack, proxy):
     assert restricted.status_code == 200, restricted.text
     until = restricted.json()["until"]
     trust = wait_for(lambda: (t := stack.api.get(f"/api/sessions/{session_id}/trust").json())
-                     ["trust_level"] == "restricted" and t, 60, "the session restricted")
+                     ["trust_level"] == "restricted" and t, "the session restricted", timeout=60)
     assert trust["paused_until"] == pytest.approx(until, abs=2)
     assert trust["history"][0]["by"] == "whatsapp" and trust["budget"]["per_minute"] == 2
     held = stack.api.send(f"+{OTHER}", "after the restriction").json()["id"]
-    wait_for(lambda: status(stack, held) == "scheduled", 60, "the message planned")
+    wait_for(lambda: status(stack, held) == "scheduled", "the message planned", timeout=60)
     assert status(stack, held) == "scheduled"  # waits for the pause to end: nothing is sent
     sent_to_other = requests.get(f"{stack.sim}/sim/messages", params={"from": PHONE, "to": OTHER},
                                  timeout=10).json()

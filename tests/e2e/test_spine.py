@@ -9,7 +9,8 @@ import signal
 import pytest
 import requests
 
-from tests.e2e.conftest import pair_session, start_stack, stop_stack, wait_for
+from tests.e2e.conftest import pair_session, start_stack, stop_stack
+from tests.waiting import wait_for
 
 PER_MINUTE = 30  # 2 s mean interval
 JITTER = 0.3
@@ -60,7 +61,7 @@ def test_messages_travel_end_to_end_paced_and_survive_crashes(stack, proxy):
 
     # 1. paced sends, each ending delivered (or read, which implies delivered)
     ids = [stack.api.send(f"+{TO}", f"spine {i}").json()["id"] for i in range(5)]
-    wait_for(lambda: all_in(stack, ids, {"delivered", "read"}), 120, "5 messages delivered")
+    wait_for(lambda: all_in(stack, ids, {"delivered", "read"}), "5 messages delivered", timeout=120)
     received = sim_messages(stack, "spine ")
     # each exactly once (dispatch runs on parallel workers: order across API calls is not promised)
     assert sorted(m["text"] for m in received) == [f"spine {i}" for i in range(5)]
@@ -77,13 +78,14 @@ def test_messages_travel_end_to_end_paced_and_survive_crashes(stack, proxy):
 
     # 3. kill the session worker mid-flow: the supervisor brings it back, the journal and the
     #    lease expiry make every message go exactly once
-    worker = wait_for(lambda: stack.session_worker(session_id), 30, "the session worker process")
+    worker = wait_for(lambda: stack.session_worker(session_id), "the session worker process", timeout=30)
     wait_for(lambda: any(stack.api.get(f"/api/messages/{i}").json()["status"] in
-                         {"claimed", "sent", "delivered", "read"} for i in more), 60, "a claim")
+                         {"claimed", "sent", "delivered", "read"} for i in more), "a claim", timeout=60)
     worker.send_signal(signal.SIGKILL)
     wait_for(lambda: (w := stack.session_worker(session_id)) is not None and w.pid != worker.pid,
-             60, "the session worker restarted")
-    wait_for(lambda: all_in(stack, more, {"delivered", "read"}), 180, "messages after crashes delivered")
+             "the session worker restarted", timeout=60)
+    wait_for(lambda: all_in(stack, more, {"delivered", "read"}), "messages after crashes delivered",
+             timeout=180)
     crashed = sim_messages(stack, "crash-celery ")
     assert sorted(m["text"] for m in crashed) == sorted(f"crash-celery {i}" for i in range(4))
     assert_paced(sim_messages(stack, ""))

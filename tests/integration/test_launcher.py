@@ -17,6 +17,7 @@ import pytest
 import redis
 import requests
 
+from tests.waiting import wait_for
 from waorch import apikeys, keys
 from waorch.redis_server import free_port
 
@@ -82,16 +83,6 @@ def child_env(redis_url: str) -> dict[str, str]:
     return env
 
 
-def wait_until(predicate, timeout: float, message: str, interval: float = 0.25):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    pytest.fail(f"{message} (last: {last!r})")
-
 
 def all_gone(procs: list[psutil.Process]) -> bool:
     def gone(proc: psutil.Process) -> bool:
@@ -149,10 +140,10 @@ def test_run_demo_brings_up_the_stack_and_stops_cleanly(tmp_path, redis_url, lau
         host, port = proxy.rsplit("@", 1)[1].split(":")
         socket.create_connection((host, int(port)), timeout=5).close()
     # ... and sandbox sessions that the simulator pairs by itself
-    session_ids = wait_until(lambda: r.smembers(keys.SESSIONS_ALL), 30, "no demo sessions")
+    session_ids = wait_for(lambda: r.smembers(keys.SESSIONS_ALL), "no demo sessions", timeout=30)
     assert len(session_ids) >= 2
-    wait_until(lambda: all(r.hget(keys.session(s), "status") == "connected" for s in session_ids),
-               120, "demo sessions did not connect through the simulator")
+    wait_for(lambda: all(r.hget(keys.session(s), "status") == "connected" for s in session_ids),
+               "demo sessions did not connect through the simulator", timeout=120)
 
     # a second launcher on the same state dir refuses instead of fighting over it
     second = subprocess.run(
@@ -168,7 +159,7 @@ def test_run_demo_brings_up_the_stack_and_stops_cleanly(tmp_path, redis_url, lau
                      "worker_container"):
         assert expected in names, expected
     assert launch.stop() == 0
-    wait_until(lambda: all_gone(tree), 30, "children outlived the launcher")
+    wait_for(lambda: all_gone(tree), "children outlived the launcher", timeout=30)
     assert not launch.run_file.exists()
     assert "waorch run: stopped" in launch.text()
 
@@ -191,13 +182,13 @@ def test_run_starts_its_own_redis_when_redis_url_is_unreachable(tmp_path, launch
     gateway = next(p for p in launch.tree() if "gunicorn" in " ".join(p.cmdline())
                    and p.ppid() == launch.process.pid)
     gateway.kill()
-    wait_until(lambda: "restarted gateway" in launch.text(), 60, "gateway was not restarted")
-    wait_until(lambda: health_ok(info["api_url"]), 90, "gateway did not come back")
+    wait_for(lambda: "restarted gateway" in launch.text(), "gateway was not restarted", timeout=60)
+    wait_for(lambda: health_ok(info["api_url"]), "gateway did not come back", timeout=90)
 
     tree = launch.tree()
     assert any("redis-server" in " ".join(p.cmdline()) for p in tree)
     assert launch.stop() == 0
-    wait_until(lambda: all_gone(tree), 30, "children (Redis included) outlived the launcher")
+    wait_for(lambda: all_gone(tree), "children (Redis included) outlived the launcher", timeout=30)
     assert not launch.run_file.exists()
     # the key survives a restart of the launcher: same state dir, same admin key
     assert (launch.state_dir / "api_key").read_text().strip() == info["api_key"]

@@ -16,6 +16,7 @@ from celery import Celery
 
 from tests.celery_worker import CeleryWorker
 from tests.integration.policy_support import accept, connected_session, use_policy, windows_ok
+from tests.waiting import wait_for
 from waorch import keys, pacing
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,14 +79,6 @@ def claims_by_session(r) -> dict[str, list[dict]]:
     return found
 
 
-def wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
 
 @pytest.fixture
 def stack(r, redis_url, tmp_path, monkeypatch):
@@ -112,10 +105,10 @@ def test_day_budget_and_gap_hold_with_4_dispatchers_and_4_claimers(r, redis_url,
     claimers = start_claimers(4, sids, seconds=120, env=env)
     try:
         publish_dispatch(redis_url, ids)
-        wait_until(lambda: routed_everything(r, ids), 90, "every message routed by the workers")
+        wait_for(lambda: routed_everything(r, ids), "every message routed by the workers", timeout=90)
         budgets = {a["id"]: 30, b["id"]: 20, c["id"]: 30}
-        wait_until(lambda: all(len(claims_by_session(r)[sid]) >= n for sid, n in budgets.items()),
-                   90, "each session to use its day budget")
+        wait_for(lambda: all(len(claims_by_session(r)[sid]) >= n for sid, n in budgets.items()),
+                   "each session to use its day budget", timeout=90)
         time.sleep(2.0)  # not synchronisation: a window in which no further claim may happen
     finally:
         stop(claimers)
@@ -154,7 +147,7 @@ def test_minute_window_holds_with_4_claimers_on_a_shared_fast_clock(r, redis_url
     for s in sessions_:
         ids += accept(r, TENANT, "14155550199", 80, from_requested=s["phone"])
     publish_dispatch(redis_url, ids)
-    wait_until(lambda: routed_everything(r, ids), 90, "every message routed by the workers")
+    wait_for(lambda: routed_everything(r, ids), "every message routed by the workers", timeout=90)
     speed, t0 = 30.0, time.time()
     claimers = start_claimers(4, sids, seconds=16, env=env, speed=speed, t0=t0, base=t0 + 3600)
     for proc in claimers:

@@ -6,17 +6,16 @@ import os
 import socket
 import socketserver
 import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
+from tests.commands import WAORCH
 from waorch import alert_events, keys, proxy_health, sessions, settings
 from waorch.proxies import ProxyPool, proxy_id
 from waorch.socks5 import Socks5Server
 
-WAORCH = [sys.executable, "-c", "from waorch.cli.main import cli; cli()"]
 PASSWORD = "pr0xy-pa55"
 
 

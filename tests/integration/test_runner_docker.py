@@ -12,12 +12,14 @@ import json
 import os
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
 import requests
 
 import waorch
+from tests import waiting
 from waorch import keys, lua, sessions, settings, watchdog
 from waorch.proxies import ProxyPool
 from waorch.runners import RunnerUnavailable
@@ -29,16 +31,8 @@ DEFAULT_ENGINE = "unix:///run/waorch-podman.sock"
 TEST_IMAGE = os.environ.get("WAORCH_TEST_IMAGE", "localhost/waorch-test:1")
 STAND_IN = Path(__file__).with_name("stand_in_worker.py")
 DEADLINE = 90.0
+wait_for = partial(waiting.wait_for, timeout=DEADLINE, interval=0.1)
 
-
-def wait_for(predicate, what: str, timeout: float = DEADLINE):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _unavailable(reason: str):

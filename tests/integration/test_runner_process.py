@@ -7,11 +7,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
+from functools import partial
 from pathlib import Path
 
 import pytest
 
+from tests import waiting
+from tests.commands import WAORCH
 from waorch import keys, sessions, settings
 from waorch.proxies import ProxyPool
 from waorch.runners import RunnerUnavailable
@@ -19,17 +21,8 @@ from waorch.runners.process import STATE, ProcessRunner
 
 STAND_IN = Path(__file__).with_name("stand_in_worker.py")
 DEADLINE = 60.0
-WAORCH = [sys.executable, "-c", "from waorch.cli.main import cli; cli()"]
+wait_for = partial(waiting.wait_for, timeout=DEADLINE, interval=0.1)
 
-
-def wait_for(predicate, what: str, timeout: float = DEADLINE):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _alive(pid: int) -> bool:

@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
+from tests.commands import WAORCH
 from waorch.proxies import ProxyPool
-
-WAORCH = [sys.executable, "-c", "from waorch.cli.main import cli; cli()"]
 
 
 def run(*args: str):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 
 import pytest
 import requests
 
+from tests.commands import WAORCH as _WAORCH
 from tests.integration.wire_client import WireClient
 from waorch.simulator import SimConfig, Simulator
 from waorch.socks5 import Socks5Server
@@ -324,7 +324,6 @@ def test_bad_wire_input_gets_an_error_event(sim, proxies, clients):
     assert client.expect("error")["code"] == "UNKNOWN_OP"
 
 
-_WAORCH = [sys.executable, "-c", "from waorch.cli.main import cli; cli()"]
 
 
 def test_cli_serves_until_sigterm():

@@ -8,13 +8,13 @@ import signal
 import socket
 import socketserver
 import subprocess
-import sys
 import threading
 
 import pytest
 from python_socks import ProxyError
 from python_socks.sync import Proxy
 
+from tests.commands import WAORCH as _WAORCH
 from waorch.socks5 import Socks5Server
 
 
@@ -61,7 +61,6 @@ def proxy():
     server.stop()
 
 
-_WAORCH = [sys.executable, "-c", "from waorch.cli.main import cli; cli()"]
 
 
 def _client(url: str) -> Proxy:

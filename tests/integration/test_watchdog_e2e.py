@@ -12,13 +12,15 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
+from functools import partial
 
 import pytest
 import requests
 
+from tests import waiting
 from tests.api_client import ThreadedGateway
+from tests.commands import WAORCH
 from waorch import keys, proxy_health, sessions, settings, watchdog
 from waorch.proxies import ProxyPool
 from waorch.runners import RunnerUnavailable
@@ -27,19 +29,10 @@ from waorch.simulator.server import Simulator
 from waorch.simulator.state import SimConfig
 from waorch.socks5 import Socks5Server
 
-WAORCH = [sys.executable, "-c", "from waorch.cli.main import cli; cli()"]
 PHONE = "4915123450001"
 DEADLINE = 90.0
+wait_for = partial(waiting.wait_for, timeout=DEADLINE, interval=0.1)
 
-
-def wait_for(predicate, what: str, timeout: float = DEADLINE):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Stack:
