@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -12,12 +11,6 @@ import redis
 from waorch import messages, settings
 
 log = logging.getLogger("waorch.sending")
-
-
-@dataclass(frozen=True)
-class SendOutcome:
-    response: dict[str, Any]
-    replayed: bool
 
 
 def message_record(item: dict[str, Any]) -> dict[str, Any]:
@@ -35,15 +28,15 @@ def message_record(item: dict[str, Any]) -> dict[str, Any]:
 
 def accept_and_dispatch(r: redis.Redis, tenant: str, items: list[dict[str, Any]],
                         build_response, idempotency_key: str | None,
-                        payload: Any) -> SendOutcome:
+                        payload_hash: str) -> messages.Accepted:
     """Store the messages (idempotently) and publish their dispatch work."""
     records = [message_record(item) for item in items]
     response = build_response([rec["id"] for rec in records])
-    accepted = messages.accept(r, tenant, records, response, idempotency_key,
-                               messages.body_hash(payload), settings.get().idempotency_ttl)
+    accepted = messages.accept(r, tenant, records, response, idempotency_key, payload_hash,
+                               settings.get().idempotency_ttl)
     if accepted.new_ids:
         publish_dispatch(accepted.new_ids)
-    return SendOutcome(accepted.response, accepted.replayed)
+    return accepted
 
 
 def publish_dispatch(msg_ids: list[str]) -> None:

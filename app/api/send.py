@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from flask import request
 from flask_smorest import Blueprint
 from marshmallow import ValidationError
@@ -19,15 +21,23 @@ _IDEMPOTENCY_HEADER = "Idempotency-Key"
 SUPPRESSED = "suppressed: the recipient opted out (see /api/suppressions)"
 
 
-def _idempotency_key() -> str | None:
+@dataclass(frozen=True)
+class Idempotency:
+    """This request's Idempotency-Key (None without one) and the hash of its body."""
+
+    key: str | None
+    payload_hash: str
+
+
+def _idempotency() -> Idempotency:
     key = request.headers.get(_IDEMPOTENCY_HEADER)
     if key is None:
-        return None
+        return Idempotency(None, "")
     key = key.strip()
     if not key or len(key) > 200 or not key.isprintable():
         raise ApiError(400, "bad_request", "Idempotency-Key must be 1-200 printable characters",
                        {_IDEMPOTENCY_HEADER: ["invalid"]})
-    return key
+    return Idempotency(key, messages.body_hash(request.get_json()))
 
 
 def _rate_limit(tenant: str, cost: int) -> None:
@@ -37,39 +47,36 @@ def _rate_limit(tenant: str, cost: int) -> None:
                        headers={"Retry-After": ratelimit.retry_after_header(wait)})
 
 
-def _answer(outcome):
-    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else {}
-    return outcome.response, 202, headers
+def _answer(response: dict, replayed: bool):
+    return response, 202, {"Idempotent-Replayed": "true"} if replayed else {}
 
 
 def _conflict() -> ApiError:
     return ApiError(409, "idempotency_conflict", "this Idempotency-Key was used with a different body")
 
 
-def _replay(payload):
+def _replay(idem: Idempotency):
     """The first answer again when this Idempotency-Key was seen with this body, before any check
     that could answer differently today (an opt-out since, the rate limit)."""
-    key = _idempotency_key()
-    if key is None:
+    if idem.key is None:
         return None
     try:
-        first = messages.remembered(get_redis(), current_principal().tenant, key,
-                                    messages.body_hash(payload))
+        first = messages.remembered(get_redis(), current_principal().tenant, idem.key,
+                                    idem.payload_hash)
     except messages.IdempotencyConflict:
         raise _conflict() from None
-    return None if first is None else (first, 202, {"Idempotent-Replayed": "true"})
+    return None if first is None else _answer(first, True)
 
 
-def _accept(items: list[dict], build_response, payload):
+def _accept(items: list[dict], build_response, idem: Idempotency):
     principal = current_principal()
-    key = _idempotency_key()
     _rate_limit(principal.tenant, len(items))
     try:
-        outcome = accept_and_dispatch(get_redis(), principal.tenant, items, build_response, key,
-                                      payload)
+        accepted = accept_and_dispatch(get_redis(), principal.tenant, items, build_response, idem.key,
+                                       idem.payload_hash)
     except messages.IdempotencyConflict:
         raise _conflict() from None
-    return _answer(outcome)
+    return _answer(accepted.response, accepted.replayed)
 
 
 @blp.route("/send", methods=["POST"])
@@ -80,13 +87,14 @@ def _accept(items: list[dict], build_response, payload):
 @blp.alt_response(429, description="rate limited; see Retry-After")
 def send(item: dict):
     """Accept one message for sending; answers 202 with its id (422 `suppressed` for an opt-out)."""
-    replay = _replay(request.get_json())
+    idem = _idempotency()
+    replay = _replay(idem)
     if replay:
         return replay
     if suppressions.is_suppressed(get_redis(), current_principal().tenant, item["to"]):
         raise ApiError(422, "suppressed", "the recipient opted out of messages from this tenant",
                        {"to": [SUPPRESSED]})
-    return _accept([item], lambda ids: {"id": ids[0], "status": "queued"}, request.get_json())
+    return _accept([item], lambda ids: {"id": ids[0], "status": "queued"}, idem)
 
 
 @blp.route("/send/batch", methods=["POST"])
@@ -95,7 +103,8 @@ def send(item: dict):
 @blp.response(202, BatchAcceptedSchema)
 def send_batch(batch: dict):
     """Accept up to WAORCH_BATCH_MAX messages; invalid ones are listed in `rejected`."""
-    replay = _replay(request.get_json())
+    idem = _idempotency()
+    replay = _replay(idem)
     if replay:
         return replay
     raw = batch["messages"]
@@ -121,4 +130,4 @@ def send_batch(batch: dict):
     if not valid:
         raise ApiError(422, "validation_error", "no message in the batch is valid",
                        {"messages": {str(r["index"]): r["errors"] for r in rejected}})
-    return _accept(valid, lambda ids: {"ids": ids, "rejected": rejected}, request.get_json())
+    return _accept(valid, lambda ids: {"ids": ids, "rejected": rejected}, idem)
