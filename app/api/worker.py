@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Response, request
 from flask_smorest import Blueprint
-from marshmallow import Schema, fields, validate
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from app.errors import ApiError
 from waorch import outbox, settings, worker_events
@@ -18,7 +18,13 @@ EVENTS = ("QR", "PAIR_CODE", "CONNECTED", "PING", "ERROR", "MESSAGE_STATUS", "IN
           "RESTRICTED", "STOPPING")
 
 
-class WebhookSchema(Schema):
+class WorkerBodySchema(Schema):
+    # signed bodies also carry session_id and nonce, checked by verify_worker_request
+    class Meta:
+        unknown = EXCLUDE
+
+
+class WebhookSchema(WorkerBodySchema):
     session_id = fields.String(required=True)
     nonce = fields.String(required=True, validate=validate.Length(max=64))
     event = fields.String(required=True, validate=validate.OneOf(EVENTS))
@@ -26,13 +32,13 @@ class WebhookSchema(Schema):
     data = fields.Dict(load_default=dict)
 
 
-class AckSchema(Schema):
+class AckSchema(WorkerBodySchema):
     lease_token = fields.String(required=True, validate=validate.Length(max=64))
     wa_id = fields.String(required=True, validate=validate.Length(min=1, max=128))
     sent_at = fields.Float(load_default=None)
 
 
-class NackSchema(Schema):
+class NackSchema(WorkerBodySchema):
     lease_token = fields.String(required=True, validate=validate.Length(max=64))
     reason = fields.String(required=True, validate=validate.Length(min=1, max=64))
     retryable = fields.Boolean(load_default=True)
@@ -49,12 +55,11 @@ def _verified(path_session: str | None = None) -> tuple[dict, dict]:
 
 
 def _load(schema: Schema, payload: dict) -> dict:
-    errors = schema.validate(payload, partial=False)
-    if errors:
-        known = {k: v for k, v in errors.items() if k in schema.fields}
-        if known:
-            raise ApiError(422, "validation_error", "the request did not validate", known)
-    return schema.load({k: v for k, v in payload.items() if k in schema.fields})
+    try:
+        return schema.load(payload)
+    except ValidationError as exc:
+        raise ApiError(422, "validation_error", "the request did not validate",
+                       exc.normalized_messages()) from None
 
 
 @blp.route("/webhook", methods=["POST"])
