@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib import import_module
+
 from celery import Celery
 from celery.signals import worker_process_init
 
@@ -9,16 +11,11 @@ from waorch import redis_client
 
 app = Celery("waorch")
 app.config_from_object("celeryconfig")
-app.autodiscover_tasks(["tasks"], related_name=None, force=True)
-# Import task modules explicitly: autodiscovery is lazy and beat/workers need names registered.
+# Imported here (after `app` exists: they import it) so workers and beat know every task name.
 TASK_MODULES = ("tasks.dispatch", "tasks.maintenance", "tasks.orchestration", "tasks.watchdog",
                 "tasks.events", "tasks.policy")
 for _name in TASK_MODULES:
-    try:
-        __import__(_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != _name:
-            raise
+    import_module(_name)
 
 
 @worker_process_init.connect
