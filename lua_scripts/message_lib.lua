@@ -6,6 +6,11 @@ local TERMINAL = {sent = true, delivered = true, read = true, failed = true}
 local RANK = {sent = 1, delivered = 2, read = 3}
 
 local function transition(msg_id, status, now, detail)
+  -- fleet-wide counts for GET /metrics, kept here so a scrape never walks the messages
+  local old = redis.call('HGET', MSG .. msg_id, 'status')
+  if old then redis.call('HINCRBY', 'metrics:messages:state', old, -1) end
+  redis.call('HINCRBY', 'metrics:messages:state', status, 1)
+  redis.call('HINCRBY', 'metrics:messages:entered', status, 1)
   redis.call('HSET', MSG .. msg_id, 'status', status, 'updated_at', now)
   local entry = {status = status, at = tonumber(now)}
   if detail and detail ~= '' then entry.detail = detail end

@@ -176,3 +176,10 @@ def dead_letter(dl_id: str) -> str:
 def tenant_dead_letters(tenant: str) -> str:
     """ZSET dead-letter id -> dead_at."""
     return f"webhooks:dead:tenant:{tenant}"
+
+
+# --- metrics (waorch/metrics.py, waorch/task_metrics.py; read by GET /metrics) ----------------
+METRICS_MESSAGE_STATES = "metrics:messages:state"  # HASH state -> messages now in it (message_lib.lua)
+METRICS_MESSAGE_ENTERED = "metrics:messages:entered"  # HASH state -> messages that ever entered it
+METRICS_SEND_LATENCY = "metrics:send_latency"  # HASH b:<le> per-bucket counts, sum, count (accepted→sent)
+METRICS_CELERY_TASKS = "metrics:celery:tasks"  # HASH "<task name>|<state>" -> count
