@@ -71,6 +71,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WAORCH_WEBHOOK_TIMEOUT", "10", "Seconds one client webhook POST may take."),
     Setting("WAORCH_WEBHOOK_DEAD_KEEP", "604800", "Seconds dead-lettered client webhook events are kept."),
     Setting("WAORCH_WEBHOOK_PARALLEL", "1", "Webhook deliveries at once per Celery worker (< concurrency)."),
+    Setting("WAORCH_METRICS_TOKEN", "", "Bearer token GET /metrics requires (open when empty)."),
 )
 
 _BY_ENV = {s.env: s for s in SETTINGS}
@@ -137,6 +138,7 @@ class Settings:
     webhook_timeout: float
     webhook_dead_keep: int
     webhook_parallel: int
+    metrics_token: str
 
     @property
     def gateway_url(self) -> str:
