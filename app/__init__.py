@@ -7,6 +7,7 @@ import logging
 from flask import Flask, request
 from flask_smorest import Api
 
+from app import metrics as metrics_view
 from app.api import load_blueprints
 from app.errors import ApiError, register_error_handlers
 from waorch import settings
@@ -47,6 +48,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     api = Api(app)
     for blueprint in load_blueprints():
         api.register_blueprint(blueprint)
+    app.register_blueprint(metrics_view.blueprint)  # plain Flask: Prometheus text, not in OpenAPI
     # after Api(app): flask-smorest registers its own HTTPException handler, ours must win
     register_error_handlers(app)
     return app

@@ -7,7 +7,7 @@ from importlib import import_module
 from celery import Celery
 from celery.signals import worker_process_init
 
-from waorch import redis_client
+from waorch import redis_client, task_metrics
 
 app = Celery("waorch")
 app.config_from_object("celeryconfig")
@@ -16,6 +16,9 @@ TASK_MODULES = ("tasks.dispatch", "tasks.maintenance", "tasks.orchestration", "t
                 "tasks.events", "tasks.policy")
 for _name in TASK_MODULES:
     import_module(_name)
+
+
+task_metrics.connect()  # task outcomes counted in Redis for GET /metrics
 
 
 @worker_process_init.connect

@@ -10,7 +10,7 @@ from typing import Any
 
 import redis
 
-from waorch import bursts, client_events, keys, lua, pacing, settings, trust
+from waorch import bursts, client_events, keys, lua, metrics, pacing, settings, trust
 from waorch.pacing import Pace
 
 RESERVE_BATCH = 50  # slots one reserve call may hand out
@@ -94,6 +94,7 @@ def ack(r: redis.Redis, session_id: str, msg_id: str, lease_token: str, wa_id: s
     if outcome == "ok":
         client_events.message_changed(r, msg_id)
         bursts.after_send(r, session_id, msg_id, sent_at, now)  # trust stats + send-log bursts
+        metrics.observe_send_latency(r, msg_id, sent_at)  # /metrics accepted→sent histogram
     return outcome
 
 
