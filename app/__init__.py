@@ -9,6 +9,7 @@ from flask_smorest import Api
 
 from app import metrics as metrics_view
 from app.api import load_blueprints
+from app.dashboard import blueprint as dashboard_page
 from app.errors import ApiError, register_error_handlers
 from waorch import settings
 
@@ -49,6 +50,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     for blueprint in load_blueprints():
         api.register_blueprint(blueprint)
     app.register_blueprint(metrics_view.blueprint)  # plain Flask: Prometheus text, not in OpenAPI
+    app.register_blueprint(dashboard_page)  # plain static pages, not part of the OpenAPI spec
     # after Api(app): flask-smorest registers its own HTTPException handler, ours must win
     register_error_handlers(app)
     return app
