@@ -4,6 +4,21 @@ local MSG = 'msg:'
 local HIST = 'msg:history:'
 local TERMINAL = {sent = true, delivered = true, read = true, failed = true}
 local RANK = {sent = 1, delivered = 2, read = 3}
+-- Statuses clients hear about (message.status events, waorch.client_events).
+local CLIENT_STATUS = {sent = true, delivered = true, read = true, failed = true}
+
+-- A status clients hear about is marked as not emitted yet in the same step that applies it: if
+-- the process dies before its client event hook ran, the sweep (waorch.client_events) emits it.
+-- Only tenants with webhooks pay for it; the score is the server's clock (callers may pass
+-- other times as `now`), from which the sweep's grace period counts.
+local function mark_client_event(msg_id)
+  local tenant = redis.call('HGET', MSG .. msg_id, 'tenant')
+  if tenant and redis.call('EXISTS', 'webhooks:tenant:' .. tenant) == 1 then
+    local clock = redis.call('TIME')
+    redis.call('ZADD', 'client:events:pending', string.format('%d.%06d', clock[1], clock[2]),
+               'msg:' .. msg_id)
+  end
+end
 
 local function transition(msg_id, status, now, detail)
   -- fleet-wide counts for GET /metrics, kept here so a scrape never walks the messages
@@ -15,6 +30,7 @@ local function transition(msg_id, status, now, detail)
   local entry = {status = status, at = tonumber(now)}
   if detail and detail ~= '' then entry.detail = detail end
   redis.call('RPUSH', HIST .. msg_id, cjson.encode(entry))
+  if CLIENT_STATUS[status] then mark_client_event(msg_id) end
 end
 
 local function status_of(msg_id)

@@ -8,7 +8,9 @@ local record = redis.call('HMGET', k_session(sid), 'phone', 'tenant', 'proxy_url
 if redis.call('EXISTS', k_session(sid)) == 0 then return {'missing', '', ''} end
 local phone, tenant, url = record[1] or '', record[2] or '', record[3] or ''
 proxy_detach(url, sid, tonumber(ARGV[2]))
-redis.call('DEL', k_session(sid), 'session:status:' .. sid, 'session:qr:' .. sid, 'session:events:' .. sid)
+redis.call('DEL', k_session(sid), 'session:status:' .. sid, 'session:qr:' .. sid, 'session:events:' .. sid,
+  k_status_log(sid))
+redis.call('ZREM', 'client:events:pending', 'session:' .. sid)
 redis.call('SREM', 'sessions:active', sid)
 redis.call('SREM', 'sessions:all', sid)
 redis.call('SREM', 'sessions:tenant:' .. tenant, sid)

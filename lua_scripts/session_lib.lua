@@ -1,6 +1,8 @@
 -- Shared by the session scripts (included at load time by waorch.lua, not a script of its own).
 -- Session keys are derived from ids inside scripts: waorch runs on one Redis primary.
 local function k_session(sid) return 'session:' .. sid end
+local function k_status_log(sid) return 'session:statuslog:' .. sid end
+local STATUS_LOG_CAP = 50  -- status changes kept for client events not emitted yet
 
 -- Statuses that only the orchestrator leaves (restart): late worker events keep them. A logged-out
 -- session is not one of them: its worker pairs again, and the next QR makes it `pairing`.
@@ -9,6 +11,23 @@ local STICKY_STATUS = {banned = true, stopped = true}
 local function set_status(sid, status, now)
   redis.call('HSET', k_session(sid), 'status', status, 'status_at', now)
   redis.call('SET', 'session:status:' .. sid, status)
+end
+
+-- A status change clients hear about (session.status): numbered (status_seq) and logged with its
+-- detail in the same step, and marked as not emitted yet for tenants with webhooks, so the sweep
+-- of waorch.client_events emits it if the process that applied it dies before its hook ran.
+-- Call it after the change's fields (last_error) are written.
+local function note_status_change(sid, old, new, now)
+  local seq = redis.call('HINCRBY', k_session(sid), 'status_seq', 1)
+  local record = redis.call('HMGET', k_session(sid), 'tenant', 'last_error')
+  redis.call('RPUSH', k_status_log(sid), cjson.encode({seq = seq, status = new, previous = old,
+                                                       at = tonumber(now), detail = record[2] or ''}))
+  redis.call('LTRIM', k_status_log(sid), -STATUS_LOG_CAP, -1)
+  if record[1] and redis.call('EXISTS', 'webhooks:tenant:' .. record[1]) == 1 then
+    local clock = redis.call('TIME')
+    redis.call('ZADD', 'client:events:pending', string.format('%d.%06d', clock[1], clock[2]),
+               'session:' .. sid)
+  end
 end
 
 local function push_event(sid, event_json, cap)

@@ -19,4 +19,5 @@ if new == 'connected' and old ~= 'connected' then redis.call('DEL', 'session:qr:
 redis.call('HSET', k_session(sid), 'last_ping', now)
 set_fields(sid, 6)
 push_event(sid, ARGV[4], tonumber(ARGV[5]))
+if new ~= old then note_status_change(sid, old, new, now) end
 return {'ok', old, new}

@@ -32,4 +32,5 @@ if ARGV[11] == '1' then
 end
 set_fields(sid, 12)
 push_event(sid, ARGV[6], tonumber(ARGV[7]))
+if new ~= old then note_status_change(sid, old, new, now) end
 return {'ok', old, new}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tasks.celery_app import app
-from waorch import webhook_delivery
+from waorch import client_events, webhook_delivery
 from waorch.redis_client import get_redis
 
 THROTTLE_WAIT = 1.0  # seconds before a delivery that found no free slot on its worker tries again
@@ -33,6 +33,12 @@ def sweep() -> int:
     for sub_id, lane in due:
         enqueue(sub_id, lane)
     return len(due)
+
+
+@app.task(name="tasks.events.emit_pending")
+def emit_pending() -> int:
+    """Emit the client events of changes whose hook never ran (its process died in between)."""
+    return client_events.sweep_pending(get_redis())
 
 
 def enqueue(sub_id: str, lane: int, countdown: float | None = None) -> None:

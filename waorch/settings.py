@@ -72,6 +72,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WAORCH_WEBHOOK_DEAD_KEEP", "604800", "Seconds dead-lettered client webhook events are kept."),
     Setting("WAORCH_WEBHOOK_PARALLEL", "1", "Webhook deliveries at once per Celery worker (< concurrency)."),
     Setting("WAORCH_METRICS_TOKEN", "", "Bearer token GET /metrics requires (open when empty)."),
+    Setting("WAORCH_CLIENT_EVENT_GRACE", "10", "Sweep emits client events a crash left after this (s)."),
 )
 
 _BY_ENV = {s.env: s for s in SETTINGS}
@@ -139,6 +140,7 @@ class Settings:
     webhook_dead_keep: int
     webhook_parallel: int
     metrics_token: str
+    client_event_grace: float
 
     @property
     def gateway_url(self) -> str:

@@ -38,11 +38,14 @@ def ingest(r: redis.Redis, session: dict, event: str, data: dict[str, Any], at: 
         pipe = r.pipeline(transaction=True)
         pipe.lpush(keys.session_inbound(session["id"]), json.dumps(entry))
         pipe.ltrim(keys.session_inbound(session["id"]), 0, INBOUND_KEEP - 1)
+        # its client event is pending in the same transaction: a crash before the hook below
+        # leaves it to the sweep instead of losing it
+        event_id = client_events.mark_inbound(pipe, session, entry)
         pipe.execute()
         # an opt-out reply suppresses its sender for the tenant before anything else is sent
         recipient_protection.handle_inbound(r, session, str(data.get("from") or ""),
                                             str(data.get("text") or ""), at)
-        client_events.inbound_received(r, session, entry)
+        client_events.inbound_received(r, event_id)
         return
     sessions.apply_worker_event(r, session["id"], event, data, at)
     trust.after_worker_event(r, session, event, data, at)  # restriction history, neighbour bans

@@ -41,7 +41,7 @@ def test_emit_queues_per_subscription_by_type_and_wakes_only_empty_lanes(r, allo
     everything = subscribe(r)
     sessions_only = subscribe(r, ["session.status"])
     lane = client_events.lane_for("s1")
-    args_for = lambda eid, typ: [TENANT, lane, "100.0", 60, "160.0", "", 0, 0, eid, typ,  # noqa: E731
+    args_for = lambda eid, typ: [TENANT, lane, "100.0", 60, "160.0", "", 0, 0, "", eid, typ,  # noqa: E731
                                  json.dumps({"id": eid})]
     emit = lua.script(r, "client_event_emit")
     woken = emit(args=args_for("evt_a", "session.status"))
@@ -102,7 +102,7 @@ def test_concurrent_emitters_emit_each_transition_once_in_order(r, allow_loopbac
 def test_emit_of_a_vanished_message_is_a_conflict_not_a_new_record(r, allow_loopback):
     subscribe(r)
     result = lua.script(r, "client_event_emit")(args=[TENANT, 0, "1.0", 60, "1.0", keys.message("gone"), 0,
-                                                      1, "evt_x", "message.status", "{}"])
+                                                      1, "msg:gone", "evt_x", "message.status", "{}"])
     assert result == ["conflict"] and not r.exists(keys.message("gone"))
 
 
