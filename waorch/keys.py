@@ -131,10 +131,6 @@ def session_inbound(session_id: str) -> str:
 WEBHOOKS_ALL = "webhooks:all"  # SET of subscription ids
 WEBHOOKS_DUE = "webhooks:due"  # ZSET "<sub>:<lane>" -> when that non-empty lane should be tried
 DEAD_LETTERS_ALL = "webhooks:dead:all"  # ZSET dead-letter id -> dead_at
-# ZSET "msg:<id>" | "session:<id>" | "inbound:<event id>" -> when a change clients should hear about
-# was applied (written by the Lua that applies it); cleared once emitted, else the sweep emits it
-CLIENT_EVENTS_PENDING = "client:events:pending"
-CLIENT_EVENTS_INBOUND = "client:events:inbound"  # HASH inbound event id -> pending event (JSON)
 
 
 def tenant_webhooks(tenant: str) -> str:
@@ -143,7 +139,7 @@ def tenant_webhooks(tenant: str) -> str:
 
 
 def client_webhook(sub_id: str) -> str:
-    """HASH: id, tenant, url, events (comma list), secret (sealed), created_at, disabled_at/_reason."""
+    """HASH: id, tenant, url, events (comma list), secret (sealed), created_at."""
     return f"webhook:{sub_id}"
 
 
@@ -182,13 +178,9 @@ def tenant_dead_letters(tenant: str) -> str:
     return f"webhooks:dead:tenant:{tenant}"
 
 
-def session_status_log(session_id: str) -> str:
-    """Capped LIST of a session's status changes {seq, status, previous, at, detail} (session_lib.lua)."""
-    return f"session:statuslog:{session_id}"
-
-
 # --- metrics (waorch/metrics.py, waorch/task_metrics.py; read by GET /metrics) ----------------
 METRICS_MESSAGE_STATES = "metrics:messages:state"  # HASH state -> messages now in it (message_lib.lua)
 METRICS_MESSAGE_ENTERED = "metrics:messages:entered"  # HASH state -> messages that ever entered it
 METRICS_SEND_LATENCY = "metrics:send_latency"  # HASH b:<le> per-bucket counts, sum, count (accepted→sent)
 METRICS_CELERY_TASKS = "metrics:celery:tasks"  # HASH "<task name>|<state>" -> count
+METRICS_CELERY_LAST = "metrics:celery:last"  # HASH task name -> unix time it last succeeded

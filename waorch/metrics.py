@@ -81,6 +81,7 @@ class RedisCollector(Collector):
         pipe.hgetall(keys.METRICS_MESSAGE_ENTERED)
         pipe.hgetall(keys.METRICS_SEND_LATENCY)
         pipe.hgetall(keys.METRICS_CELERY_TASKS)
+        pipe.hgetall(keys.METRICS_CELERY_LAST)
         pipe.zcard(keys.MESSAGES_UNROUTED)
         pipe.smembers(keys.SESSIONS_ALL)
         pipe.scard(keys.SESSIONS_ACTIVE)
@@ -92,12 +93,12 @@ class RedisCollector(Collector):
         for queue in CELERY_QUEUES:
             for suffix in _PRIORITY_SUFFIXES:
                 pipe.llen(queue + suffix)
-        (states, entered, latency, tasks, unrouted, session_ids, active, proxy_urls, available,
+        (states, entered, latency, tasks, last_runs, unrouted, session_ids, active, proxy_urls, available,
          alerts, dead, unacked, *queue_lengths) = pipe.execute()
         yield from self._messages(states, entered, latency, unrouted)
         yield from self._sessions(sorted(session_ids), active)
         yield from self._proxies(sorted(proxy_urls), available)
-        yield from self._celery(tasks, queue_lengths, unacked)
+        yield from self._celery(tasks, last_runs, queue_lengths, unacked)
         yield GaugeMetricFamily("waorch_alerts_active", "Alerts raised and not resolved.", value=alerts)
         yield GaugeMetricFamily("waorch_client_webhook_dead_letters",
                                 "Client webhook events that ran out of retries (kept for redelivery).",
@@ -186,7 +187,7 @@ class RedisCollector(Collector):
                                 "OK proxies with a free slot (proxies:available).", value=available)
         yield GaugeMetricFamily("waorch_proxy_ceiling", "Most sessions per proxy.", value=ceiling)
 
-    def _celery(self, tasks: dict, queue_lengths: list[int], unacked: int) -> Iterator:
+    def _celery(self, tasks: dict, last_runs: dict, queue_lengths: list[int], unacked: int) -> Iterator:
         queues = GaugeMetricFamily("waorch_celery_queue_length",
                                    "Task messages waiting in each Celery queue (broker lists).",
                                    labels=["queue"])
@@ -203,6 +204,12 @@ class RedisCollector(Collector):
             name, _, state = field.rpartition("|")
             counted.add_metric([name, state], _int(value))
         yield counted
+        last = GaugeMetricFamily("waorch_celery_task_last_success_timestamp_seconds",
+                                 "Unix time each task last succeeded (periodic ones show beat is alive).",
+                                 labels=["task"])
+        for name, at in sorted(last_runs.items()):
+            last.add_metric([name], float(at))
+        yield last
 
 
 def render(r: redis.Redis) -> bytes:

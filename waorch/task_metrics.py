@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import redis
 from celery.signals import task_failure, task_retry, task_success
@@ -13,9 +14,18 @@ from waorch.redis_client import get_redis
 log = logging.getLogger("waorch.task_metrics")
 
 
-def count(r: redis.Redis, task_name: str, state: str) -> int:
+def count(r: redis.Redis, task_name: str, state: str, now: float | None = None) -> None:
     """One more `state` outcome (succeeded, failed, retried) of the task named `task_name`."""
-    return int(r.hincrby(keys.METRICS_CELERY_TASKS, f"{task_name}|{state}", 1))
+    pipe = r.pipeline(transaction=False)
+    pipe.hincrby(keys.METRICS_CELERY_TASKS, f"{task_name}|{state}", 1)
+    if state == "succeeded":  # `waorch doctor` tells a live beat by its periodic tasks' last runs
+        pipe.hset(keys.METRICS_CELERY_LAST, task_name, f"{time.time() if now is None else now:.3f}")
+    pipe.execute()
+
+
+def last_success(r: redis.Redis) -> dict[str, float]:
+    """Unix time each task last succeeded (any worker)."""
+    return {name: float(at) for name, at in r.hgetall(keys.METRICS_CELERY_LAST).items()}
 
 
 def _record(sender, state: str) -> None:
