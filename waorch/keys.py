@@ -131,6 +131,10 @@ def session_inbound(session_id: str) -> str:
 WEBHOOKS_ALL = "webhooks:all"  # SET of subscription ids
 WEBHOOKS_DUE = "webhooks:due"  # ZSET "<sub>:<lane>" -> when that non-empty lane should be tried
 DEAD_LETTERS_ALL = "webhooks:dead:all"  # ZSET dead-letter id -> dead_at
+# ZSET "msg:<id>" | "session:<id>" | "inbound:<event id>" -> when a change clients should hear about
+# was applied (written by the Lua that applies it); cleared once emitted, else the sweep emits it
+CLIENT_EVENTS_PENDING = "client:events:pending"
+CLIENT_EVENTS_INBOUND = "client:events:inbound"  # HASH inbound event id -> pending event (JSON)
 
 
 def tenant_webhooks(tenant: str) -> str:
@@ -139,7 +143,7 @@ def tenant_webhooks(tenant: str) -> str:
 
 
 def client_webhook(sub_id: str) -> str:
-    """HASH: id, tenant, url, events (comma list), secret (sealed), created_at."""
+    """HASH: id, tenant, url, events (comma list), secret (sealed), created_at, disabled_at/_reason."""
     return f"webhook:{sub_id}"
 
 
@@ -176,6 +180,11 @@ def dead_letter(dl_id: str) -> str:
 def tenant_dead_letters(tenant: str) -> str:
     """ZSET dead-letter id -> dead_at."""
     return f"webhooks:dead:tenant:{tenant}"
+
+
+def session_status_log(session_id: str) -> str:
+    """Capped LIST of a session's status changes {seq, status, previous, at, detail} (session_lib.lua)."""
+    return f"session:statuslog:{session_id}"
 
 
 # --- metrics (waorch/metrics.py, waorch/task_metrics.py; read by GET /metrics) ----------------
