@@ -102,9 +102,25 @@ def test_wrong_and_non_admin_keys_are_refused_and_logout_forgets_the_key(page, r
         expect(page.locator("#login-error")).to_contain_text("not an admin key")
         expect(page.locator("#app")).to_be_hidden()
 
+        # a gateway without GET /api/alerts yet: the panel says so, and asks again on each poll
+        page.route("**/api/alerts", lambda route: route.fulfill(
+            status=404, content_type="application/json",
+            body='{"code": "not_found", "message": "not found", "errors": {}}'))
         log_in(page, admin)
         expect(page.locator("#app")).to_be_visible()
         expect(page.locator("#updated")).to_contain_text("updated")
+        expect(page.locator("#alerts-unavailable")).to_be_visible()
+        # once it answers, its alerts show, as text: markup in a message is not interpreted
+        alert = {"id": "a1", "kind": "proxy_burned", "subject": "p1", "state": "raised",
+                 "severity": "critical", "message": "<b>burned</b>", "data": {}, "at": 1.0}
+        page.unroute("**/api/alerts")
+        page.route("**/api/alerts", lambda route: route.fulfill(
+            status=200, content_type="application/json",
+            body=json.dumps({"active": [alert], "events": [alert], "sinks": []})))
+        expect(page.locator("#alerts-unavailable")).to_be_hidden()
+        expect(page.locator("#alerts-active li.severity-critical")).to_contain_text(
+            "proxy_burned p1: <b>burned</b>")
+        assert page.locator("#alerts-panel b").count() == 0
         assert page.evaluate("sessionStorage.length") == 1
         for secret in (reader, admin):
             assert secret not in page.content()
