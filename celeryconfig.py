@@ -28,6 +28,7 @@ task_routes = {
     "tasks.orchestration.*": {"queue": "orchestrator"},
     "tasks.watchdog.*": {"queue": "orchestrator"},
     "tasks.events.*": {"queue": "events"},
+    "tasks.alerts.*": {"queue": "events"},
     "tasks.maintenance.*": {"queue": "maintenance"},
 }
 
@@ -55,6 +56,8 @@ beat_schedule = {
     "trust-review": {"task": "tasks.maintenance.trust_review", "schedule": 3600.0},
     # client webhook lanes whose backoff ended (or whose delivery task got lost)
     "client-webhook-retries": {"task": "tasks.events.sweep", "schedule": 10.0},
+    # alert outboxes: retries after a backoff, publishes that got lost (docs/alerts.md)
+    "alert-delivery": {"task": "tasks.alerts.sweep", "schedule": 5.0},
     # client events of changes whose process died before emitting them (WAORCH_CLIENT_EVENT_GRACE)
     "client-events-pending": {"task": "tasks.events.emit_pending", "schedule": 5.0},
 }

@@ -1,8 +1,9 @@
 """Alert events (session down, proxy burned, low inventory, ...): stored in Redis for the sinks.
 
 An alert has a `kind` and a `subject` (what it is about). While it is active a second `raise_alert`
-for the same kind and subject is a no-op, and `resolve` records a recovery notice. The sinks
-(Telegram, webhook) read `alerts:events` or subscribe to the `alerts` channel; they are not here.
+for the same kind and subject is a no-op, and `resolve` records a recovery notice. Each new event
+also enters the outbox of every configured sink (Telegram, webhook) in the same MULTI, and a
+delivery task is published; waorch.alert_delivery sends it (docs/alerts.md).
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from typing import Any
 
 import redis
 
+from waorch import alert_sinks, keys
+
 log = logging.getLogger("waorch.alerts")
 
-ALERT_EVENTS = "alerts:events"  # capped LIST of JSON events, newest first
-ALERTS_ACTIVE = "alerts:active"  # HASH "<kind>:<subject>" -> JSON of the raising event
-ALERTS_CHANNEL = "alerts"  # pub/sub channel carrying every event as JSON
+ALERT_EVENTS = keys.ALERT_EVENTS  # capped LIST of JSON events, newest first
+ALERTS_ACTIVE = keys.ALERTS_ACTIVE  # HASH "<kind>:<subject>" -> JSON of the raising event
+ALERTS_CHANNEL = keys.ALERTS_CHANNEL  # pub/sub channel carrying every event as JSON
 EVENTS_CAP = 1000
 
 SESSION_DOWN = "session_down"
@@ -27,16 +30,35 @@ PROXY_BURNED = "proxy_burned"
 LOW_INVENTORY = "low_inventory"
 SESSION_RESTRICTED = "session_restricted"
 BURST_DETECTED = "burst_detected"
+BACKUP_FAILED = "backup_failed"
 
 
 def _record(r: redis.Redis, event: dict[str, Any]) -> None:
     text = json.dumps(event, sort_keys=True)
+    sinks = alert_sinks.enabled_names()
     pipe = r.pipeline(transaction=True)
     pipe.lpush(ALERT_EVENTS, text)
     pipe.ltrim(ALERT_EVENTS, 0, EVENTS_CAP - 1)
+    for name in sinks:
+        pipe.zadd(keys.alert_outbox(name), {text: event["at"]})
     pipe.publish(ALERTS_CHANNEL, text)
     pipe.execute()
     log.warning("alert %s %s: %s", event["state"], event["kind"], event["message"])
+    if sinks:
+        request_delivery()
+
+
+def request_delivery() -> bool:
+    """Publish a delivery task (queue `events`); False when that failed (the beat sweep covers it)."""
+    try:
+        from tasks.celery_app import app  # noqa: PLC0415  (only where Celery is configured)
+
+        # no publish retries: callers may be serving a request; the sweep runs every few seconds
+        app.send_task("tasks.alerts.deliver", queue="events", retry=False)
+        return True
+    except Exception as exc:
+        log.warning("could not queue alert delivery: %s", exc.__class__.__name__)
+        return False
 
 
 def raise_alert(r: redis.Redis, kind: str, subject: str, message: str,

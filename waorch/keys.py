@@ -193,3 +193,34 @@ METRICS_MESSAGE_ENTERED = "metrics:messages:entered"  # HASH state -> messages t
 METRICS_SEND_LATENCY = "metrics:send_latency"  # HASH b:<le> per-bucket counts, sum, count (accepted→sent)
 METRICS_CELERY_TASKS = "metrics:celery:tasks"  # HASH "<task name>|<state>" -> count
 METRICS_CELERY_LAST = "metrics:celery:last"  # HASH task name -> unix time it last succeeded
+
+
+# --- alerts (waorch/alert_events.py, waorch/alert_delivery.py; docs/alerts.md) -----------------
+ALERT_EVENTS = "alerts:events"  # LIST of JSON alert events, newest first (capped)
+ALERTS_ACTIVE = "alerts:active"  # HASH "<kind>:<subject>" -> JSON of the raising event
+ALERTS_CHANNEL = "alerts"  # pub/sub channel carrying every alert event as JSON
+
+
+def alert_outbox(sink: str) -> str:
+    """ZSET event JSON -> event time: alert events this sink has not received yet."""
+    return f"alerts:outbox:{sink}"
+
+
+def alert_sink_state(sink: str) -> str:
+    """HASH of a sink's delivery: failures, retry_at, last_error, last_ok, delivered, coalesced, gave_up."""
+    return f"alerts:sink:{sink}"
+
+
+def alert_sent_log(sink: str) -> str:
+    """ZSET send id -> time of the sink's recent messages (its rate-limit window)."""
+    return f"alerts:sent:{sink}"
+
+
+def alert_sink_lock(sink: str) -> str:
+    """Lock of the one delivery run of a sink."""
+    return f"alerts:lock:{sink}"
+
+
+def alert_wake(sink: str) -> str:
+    """STRING expiring when a delivery task is already scheduled for the sink (no pile of them)."""
+    return f"alerts:wake:{sink}"

@@ -73,6 +73,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WAORCH_WEBHOOK_PARALLEL", "1", "Webhook deliveries at once per Celery worker (< concurrency)."),
     Setting("WAORCH_METRICS_TOKEN", "", "Bearer token GET /metrics requires (open when empty)."),
     Setting("WAORCH_CLIENT_EVENT_GRACE", "10", "Sweep emits client events a crash left after this (s)."),
+    Setting("WAORCH_TELEGRAM_BOT_TOKEN", "", "Telegram bot token for alerts (none: sink off; never logged)."),
+    Setting("WAORCH_TELEGRAM_CHAT_ID", "", "Telegram chat (id or @channel) alerts go to."),
+    Setting("WAORCH_TELEGRAM_API_URL", "https://api.telegram.org", "Telegram Bot API base URL."),
+    Setting("WAORCH_ALERT_WEBHOOK_URL", "", "URL signed alert events are POSTed to (sink off when empty)."),
+    Setting("WAORCH_ALERT_WEBHOOK_SECRET", "", "HMAC secret of the alert webhook (required with its URL)."),
+    Setting("WAORCH_ALERT_RATE_LIMIT", "20", "Alert messages per sink per window; the surplus is grouped."),
+    Setting("WAORCH_ALERT_RATE_WINDOW", "60", "Seconds of the alert rate-limit window."),
+    Setting("WAORCH_ALERT_RETRY_BASE", "5", "First alert retry (s); doubles up to 300, jittered."),
+    Setting("WAORCH_ALERT_RETRY_WINDOW", "21600", "Seconds an alert is retried on a failing sink."),
 )
 
 _BY_ENV = {s.env: s for s in SETTINGS}
@@ -141,6 +150,15 @@ class Settings:
     webhook_parallel: int
     metrics_token: str
     client_event_grace: float
+    telegram_bot_token: str
+    telegram_chat_id: str
+    telegram_api_url: str
+    alert_webhook_url: str
+    alert_webhook_secret: str
+    alert_rate_limit: int
+    alert_rate_window: float
+    alert_retry_base: float
+    alert_retry_window: float
 
     @property
     def gateway_url(self) -> str:

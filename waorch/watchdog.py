@@ -13,7 +13,7 @@ import time
 import redis
 
 from waorch import alert_events, keys, sessions, settings
-from waorch.proxies import ProxyPool, proxy_sessions_key
+from waorch.proxies import ProxyPool, proxy_id, proxy_sessions_key
 from waorch.runners import ALIVE, Runner, RunnerUnavailable, get_runner
 
 log = logging.getLogger("waorch.watchdog")
@@ -29,6 +29,9 @@ def reconcile(r: redis.Redis, runner: Runner | None = None, now: float | None = 
     report["released"] = _release_stale_slots(r)
     report["relocated"] = _relocate_stranded(r)
     _resolve_ended_restrictions(r, now)
+    _resolve_recovered(r, now, timeout)
+    # free slots also change when sessions are deleted or proxies go BAD: the alert follows here
+    sessions.check_inventory(r)
     try:
         actual = runner.list()
     except RunnerUnavailable as exc:
@@ -102,3 +105,27 @@ def _resolve_ended_restrictions(r: redis.Redis, now: float) -> None:
         if alert["kind"] == alert_events.SESSION_RESTRICTED and (alert["data"].get("until") or 0) <= now:
             alert_events.resolve(r, alert_events.SESSION_RESTRICTED, alert["subject"],
                                  f"session {alert['subject']} may send again")
+
+
+def _resolve_recovered(r: redis.Redis, now: float, timeout: float) -> None:
+    """Recovery paths no single event covers: a session PINGing connected again without a
+    CONNECTED event, a session or a burned proxy that no longer exists, a BAD proxy now OK."""
+    proxies = None
+    for alert in alert_events.active_alerts(r):
+        subject = alert["subject"]
+        if alert["kind"] == alert_events.SESSION_DOWN:
+            session = sessions.get_session(r, subject)
+            if session is None:
+                alert_events.resolve(r, alert_events.SESSION_DOWN, subject, f"session {subject} is gone")
+            elif session["status"] == "connected" and now - (session["last_ping"] or 0) <= timeout:
+                alert_events.resolve(r, alert_events.SESSION_DOWN, subject,
+                                     f"session {subject} connected again")
+        elif alert["kind"] == alert_events.PROXY_BURNED:
+            if proxies is None:
+                proxies = {proxy_id(url): url for url in ProxyPool(r).urls()}
+            url = proxies.get(subject)
+            if url is None:
+                alert_events.resolve(r, alert_events.PROXY_BURNED, subject,
+                                     f"proxy {subject} was removed from the inventory")
+            elif r.get(keys.proxy_status(url)) == "OK":
+                alert_events.resolve(r, alert_events.PROXY_BURNED, subject, f"proxy {subject} is OK again")

@@ -14,6 +14,7 @@ BLUEPRINTS = (
     "app.api.policy:blp",
     "app.api.webhooks:blp",
     "app.api.inbound:blp",
+    "app.api.alerts:blp",
     "app.api.dashboard:blp",
 )
 
