@@ -116,22 +116,23 @@ def test_one_message_per_incident_and_one_recovery(r, configure, telegram, recei
 
 
 def test_failing_telegram_is_retried_with_backoff_and_sends_once(r, configure, telegram):
-    (tg,) = configure(telegram)
+    (tg,) = configure(telegram, WAORCH_ALERT_RETRY_BASE="2")
     telegram.status = 500
     alert_events.raise_alert(r, alert_events.SESSION_DOWN, "s1", "session s1 stopped answering")
     first = alert_delivery.deliver(r, tg)
-    assert first.outcome == "retry" and 0.1 <= first.retry_in <= 0.2
+    assert first.outcome == "retry" and 1.0 <= first.retry_in <= 2.0  # base, jittered
     assert alert_delivery.deliver(r, tg).outcome == "waiting"  # paused: no second attempt yet
     assert telegram.attempts == 1
     state = alert_delivery.sink_status(r)[0]
     assert state["last_error"] == "HTTP 500: Internal Server Error" and state["pending"] == 1
-    time.sleep(first.retry_in)
-    second = alert_delivery.deliver(r, tg)
-    assert second.outcome == "retry" and second.retry_in <= 0.4  # base·2, jittered
-    assert alert_delivery.sink_status(r)[0]["failures"] == 2
+    # the clock is moved instead of slept: the run compares with `now`
+    second = alert_delivery.deliver(r, tg, now=time.time() + first.retry_in + 0.01)
+    assert second.outcome == "retry" and 2.0 <= second.retry_in <= 4.0  # base·2, jittered
+    assert alert_delivery.sink_status(r)[0]["failures"] == 2 and telegram.attempts == 2
     telegram.status = 200
     alert_events.resolve(r, alert_events.SESSION_DOWN, "s1", "session s1 connected again")
-    drain(r, tg)
+    run = alert_delivery.deliver(r, tg, now=time.time() + 10)
+    assert (run.outcome, run.messages) == ("idle", 2)
     assert len(telegram.texts()) == 2 and "session down" in telegram.texts()[0]
     assert "connected again" in telegram.texts()[1]
     assert alert_delivery.sink_status(r)[0]["last_error"] is None
@@ -169,13 +170,14 @@ def test_rate_limit_groups_the_surplus_into_one_summary(r, configure, telegram, 
 
 
 def test_rate_limit_window_frees_up(r, configure, telegram):
-    (tg,) = configure(telegram, WAORCH_ALERT_RATE_LIMIT="1", WAORCH_ALERT_RATE_WINDOW="1")
+    (tg,) = configure(telegram, WAORCH_ALERT_RATE_LIMIT="1", WAORCH_ALERT_RATE_WINDOW="60")
     alert_events.raise_alert(r, alert_events.LOW_INVENTORY, "proxies", "only 1 free proxy slots left")
     alert_events.raise_alert(r, alert_events.LOW_INVENTORY, "profiles", "only 0 free profile slots left")
     assert alert_delivery.deliver(r, tg).events == 2  # one message carrying both
     alert_events.resolve(r, alert_events.LOW_INVENTORY, "proxies", "3 free proxy slots again")
-    runs = drain(r, tg)
-    assert runs[0].outcome == "limited" and runs[-1].outcome == "idle"
+    limited = alert_delivery.deliver(r, tg)
+    assert limited.outcome == "limited" and 50 < limited.retry_in <= 60
+    assert alert_delivery.deliver(r, tg, now=time.time() + 61).outcome == "idle"  # the window moved on
     assert len(telegram.texts()) == 2 and "resolved: low inventory" in telegram.texts()[1]
 
 
