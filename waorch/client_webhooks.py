@@ -188,6 +188,9 @@ def public_view(record: dict[str, str]) -> dict:
         "id": record["id"], "tenant": record["tenant"], "url": record["url"],
         "events": [e for e in record.get("events", "").split(",") if e],
         "created_at": float(record["created_at"]) if record.get("created_at") else None,
+        "status": "disabled" if record.get("disabled_at") else "active",
+        "disabled_at": float(record["disabled_at"]) if record.get("disabled_at") else None,
+        "disabled_reason": record.get("disabled_reason") or None,
     }
 
 
@@ -241,6 +244,19 @@ def delete(r: redis.Redis, sub_id: str, tenant: str | None = None) -> bool:
         return False
     return bool(lua.script(r, "webhook_unsubscribe")(args=[sub_id, record["tenant"], LANES]))
 
+
+def enable(r: redis.Redis, sub_id: str, tenant: str | None = None) -> dict | None:
+    """Deliver to a webhook again after its endpoint answered 410 Gone; its record, None if unknown.
+
+    Events of the time it was disabled were not queued; those queued when it was disabled are
+    dead letters, which can be redelivered now.
+    """
+    record = get(r, sub_id, tenant)
+    if record is None:
+        return None
+    r.hdel(keys.client_webhook(sub_id), "disabled_at", "disabled_reason")
+    log.info("webhook %s enabled again", sub_id)
+    return get(r, sub_id, tenant)
 
 
 def delivery_status(r: redis.Redis, record: dict[str, str]) -> dict:

@@ -15,6 +15,10 @@ class DeadLetterGone(RuntimeError):
     """Its subscription was deleted (or the event itself expired): nowhere to redeliver it."""
 
 
+class WebhookDisabled(RuntimeError):
+    """Its subscription is disabled (the endpoint answered 410 Gone): enable it first."""
+
+
 def public_view(record: dict[str, str]) -> dict[str, Any]:
     try:
         event = json.loads(record.get("event") or "null")
@@ -47,6 +51,12 @@ def redeliver(r: redis.Redis, dl_id: str, tenant: str | None) -> bool:
     """Queue the event again (a fresh retry window); False when unknown or another tenant's."""
     if not isinstance(dl_id, str) or not dl_id or len(dl_id) > 80:
         return False
+    tenant_of, sub_id = r.hmget(keys.dead_letter(dl_id), "tenant", "subscription")
+    if tenant is not None and tenant_of != tenant:
+        return False
+    if sub_id and r.hget(keys.client_webhook(sub_id), "disabled_at"):
+        raise WebhookDisabled("its webhook is disabled (its endpoint answered 410 Gone); "
+                              "enable it first: POST /api/webhooks/<id>/enable")
     now = time.time()
     ttl = int(settings.get().webhook_retry_window + client_events.EVENT_TTL_MARGIN)
     result = lua.script(r, "webhook_redeliver")(args=[

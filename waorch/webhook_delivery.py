@@ -32,11 +32,13 @@ MAX_EVENTS_PER_RUN = 200
 SELF_SCHEDULE_MAX = 60.0
 SWEEP_GRACE = 60.0  # a lane handed to a task is swept again only if that task got lost
 DEAD_LETTER_BATCH = 1000
+# The endpoint says it is gone for good: the webhook is disabled (client_webhooks.enable undoes it).
+GONE = "HTTP 410 Gone"
 
 
 @dataclass(frozen=True)
 class LaneRun:
-    outcome: str  # idle | more | retry | busy | gone
+    outcome: str  # idle | more | retry | busy | gone | disabled
     delivered: int = 0
     dead: int = 0
     retry_in: float | None = None
@@ -75,6 +77,11 @@ def post_event(target: Target, secret: str, event_id: str, body: bytes, timeout:
         return False, _describe(exc)
     finally:
         pool.close()
+    if status == 410:
+        return False, GONE
+    if 300 <= status < 400:
+        # following would send the signed event somewhere nobody checked: a failed attempt
+        return False, f"HTTP {status} (redirects are not followed)"
     return 200 <= status < 300, f"HTTP {status}"
 
 
@@ -95,6 +102,9 @@ def deliver_lane(r: redis.Redis, sub_id: str, lane: int) -> LaneRun:
     if not record.get("id"):
         _forget_lane(r, sub_id, lane, token)
         return LaneRun("gone")
+    if record.get("disabled_at"):
+        # events queued while it was being disabled (or redelivered meanwhile) join the dead letters
+        return _disable(r, sub_id, lane, token, record.get("disabled_reason") or GONE, 0)
     secret = client_webhooks.unseal(record.get("secret", ""))
     started = time.time()
     delivered = dead = 0
@@ -124,6 +134,9 @@ def deliver_lane(r: redis.Redis, sub_id: str, lane: int) -> LaneRun:
             attempts = 0
             continue
         attempts += 1
+        if detail == GONE:
+            log.warning("webhook %s answered 410 Gone: disabled", sub_id)
+            return _disable(r, sub_id, lane, token, GONE, attempts, delivered)
         window_end = _number(queued) + conf.webhook_retry_window
         if window_end <= now:
             dead += int(lua.script(r, "webhook_dead_letter")(args=[
@@ -173,6 +186,17 @@ def _release(r: redis.Redis, sub_id: str, lane: int, token: str, run: LaneRun, d
         # an event arrived while this run was letting go: the caller runs the lane again
         return LaneRun("more", run.delivered, run.dead)
     return run
+
+
+def _disable(r: redis.Redis, sub_id: str, lane: int, token: str, reason: str, attempts: int,
+             delivered: int = 0) -> LaneRun:
+    """Disable the webhook; what its lanes hold becomes dead letters (redeliverable once enabled)."""
+    now = time.time()
+    dead = int(lua.script(r, "client_event_disable")(args=[
+        sub_id, f"{now:.3f}", reason, settings.get().webhook_dead_keep, f"dl_{secrets.token_hex(8)}_",
+        client_webhooks.LANES, lane, attempts]))
+    _release(r, sub_id, lane, token, LaneRun("idle"), now)
+    return LaneRun("disabled", delivered, dead)
 
 
 def _forget_lane(r: redis.Redis, sub_id: str, lane: int, token: str) -> None:

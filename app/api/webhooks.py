@@ -58,6 +58,9 @@ class WebhookSchema(Schema):
     url = fields.String()
     events = fields.List(fields.String())
     created_at = fields.Float(allow_none=True)
+    status = fields.String(metadata={"description": "active | disabled (the endpoint answered 410 Gone)"})
+    disabled_at = fields.Float(allow_none=True)
+    disabled_reason = fields.String(allow_none=True)
     delivery = fields.Nested(DeliveryStatusSchema)
 
 
@@ -153,13 +156,15 @@ def list_dead_letters(query: dict):
 @blp.route("/dead-letters/<string:dl_id>/redeliver", methods=["POST"])
 @requires("read")
 @blp.response(202, RedeliveredSchema)
-@blp.alt_response(409, description="its webhook was deleted")
+@blp.alt_response(409, description="its webhook was deleted or is disabled")
 def redeliver(dl_id: str):
     """Queue a dead-lettered event again, with a fresh retry window."""
     try:
         done = dead_letters.redeliver(get_redis(), dl_id, tenant_filter())
     except dead_letters.DeadLetterGone as exc:
         raise ApiError(409, "webhook_gone", str(exc)) from None
+    except dead_letters.WebhookDisabled as exc:
+        raise ApiError(409, "webhook_disabled", str(exc)) from None
     if not done:
         raise ApiError(404, "not_found", "no such dead letter")
     return {"id": dl_id, "status": "queued"}
@@ -171,6 +176,17 @@ def redeliver(dl_id: str):
 def show(webhook_id: str):
     """One webhook with how delivery goes."""
     record = client_webhooks.get(get_redis(), webhook_id, tenant_filter())
+    if record is None:
+        raise ApiError(404, "not_found", "no such webhook")
+    return _view(record)
+
+
+@blp.route("/<string:webhook_id>/enable", methods=["POST"])
+@requires("read")
+@blp.response(200, WebhookSchema)
+def enable(webhook_id: str):
+    """Deliver to a webhook again that was disabled because its endpoint answered 410 Gone."""
+    record = client_webhooks.enable(get_redis(), webhook_id, tenant_filter())
     if record is None:
         raise ApiError(404, "not_found", "no such webhook")
     return _view(record)

@@ -25,8 +25,10 @@ def sub(redis_url, r, monkeypatch) -> str:
 
 
 def queued(r, sub_id: str, key: str) -> list[dict]:
+    """Events about `key` (a message or session) on its lane; other messages may share the lane."""
     lane = keys.webhook_lane(sub_id, client_events.lane_for(key))
-    return [json.loads(r.get(keys.client_event(entry.split(" ")[0]))) for entry in r.lrange(lane, 0, -1)]
+    found = [json.loads(r.get(keys.client_event(entry.split(" ")[0]))) for entry in r.lrange(lane, 0, -1)]
+    return [e for e in found if key in (e["data"].get("message_id"), e["data"].get("session_id"))]
 
 
 def accept(r, tenant: str = TENANT) -> str:

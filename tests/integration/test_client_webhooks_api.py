@@ -157,3 +157,29 @@ def test_redelivery_after_the_webhook_was_deleted_is_409(client, r):
 @pytest.mark.parametrize("query", [{"limit": 0}, {"limit": 201}, {"cursor": "abc"}, {"limit": "x"}])
 def test_dead_letter_query_validation(client, query):
     assert client.get("/api/webhooks/dead-letters", params=query).status_code == 422
+
+
+def test_a_webhook_whose_endpoint_answered_410_shows_disabled_and_can_be_enabled(client, r):
+    from tests.webhook_receiver import WebhookReceiver
+    from waorch import client_events, webhook_delivery
+
+    with WebhookReceiver() as receiver:
+        receiver.status = 410
+        sub = client.post("/api/webhooks", json={"url": receiver.url, "secret": SECRET}).json()
+        assert sub["status"] == "active" and sub["disabled_at"] is None
+        client_events.emit(r, "acme", "s1", [client_events.new_event("evt_g1", "session.status", {})])
+        assert webhook_delivery.deliver_lane(r, sub["id"], client_events.lane_for("s1")).outcome == "disabled"
+    [listed] = client.get("/api/webhooks").json()["webhooks"]
+    assert listed["status"] == "disabled" and listed["disabled_reason"] == "HTTP 410 Gone"
+    assert listed["disabled_at"] and listed["delivery"]["pending"] == 0
+    [letter] = client.get("/api/webhooks/dead-letters").json()["items"]
+    answer = client.post(f"/api/webhooks/dead-letters/{letter['id']}/redeliver")
+    assert answer.status_code == 409 and answer.json()["code"] == "webhook_disabled"
+    other = ApiClient(client.base_url, apikeys.create_key(r, "globex", "read"))
+    assert other.post(f"/api/webhooks/{sub['id']}/enable").status_code == 404
+    enabled = client.post(f"/api/webhooks/{sub['id']}/enable")
+    assert enabled.status_code == 200, enabled.text
+    assert enabled.json()["status"] == "active" and enabled.json()["disabled_reason"] is None
+    assert client.get(f"/api/webhooks/{sub['id']}").json()["status"] == "active"
+    assert client.post(f"/api/webhooks/dead-letters/{letter['id']}/redeliver").status_code == 202
+    assert client.post("/api/webhooks/wh_nope/enable").status_code == 404

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -168,17 +170,60 @@ def test_lane_of_a_deleted_webhook_is_forgotten(r, fast_retries, receiver):
     assert receiver.attempts == 0
 
 
-def test_redirects_and_client_errors_count_as_failures(r, fast_retries, receiver):
+class Redirector:
+    """An endpoint on 127.0.0.1 that answers every POST with a redirect to `location`."""
+
+    def __init__(self, status: int, location: str) -> None:
+        self.hits = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server's name)
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                outer.hits += 1
+                self.send_response(status)
+                self.send_header("Location", location)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/old"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Redirector:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_redirects_are_not_followed_and_count_as_failures(r, fast_retries, receiver, status):
+    with Redirector(status, receiver.url) as redirector:
+        sub = subscribe(r, redirector.url)
+        lane = client_events.lane_for("s6")
+        emit_status(r, "s6", "x")
+        run = webhook_delivery.deliver_lane(r, sub, lane)
+        assert run.outcome == "retry" and redirector.hits == 1
+    assert receiver.attempts == 0  # the Location was not followed
+    view = client_webhooks.delivery_status(r, client_webhooks.get(r, sub))
+    assert view["last_error"] == f"HTTP {status} (redirects are not followed)" and view["pending"] == 1
+    assert json.loads(r.get(keys.client_event("evt_s6_x")))["id"] == "evt_s6_x"
+
+
+def test_client_errors_count_as_failures(r, fast_retries, receiver):
     sub = subscribe(r, receiver.url)
     emit_status(r, "s6", "x")
-    for status in (302, 404):
-        receiver.status = status
-        r.delete(keys.webhook_lane_state(sub, client_events.lane_for("s6")))
-        run = webhook_delivery.deliver_lane(r, sub, client_events.lane_for("s6"))
-        assert run.outcome == "retry"
-        status_now = client_webhooks.delivery_status(r, client_webhooks.get(r, sub))
-        assert status_now["last_error"] == f"HTTP {status}"
-    assert receiver.deliveries == [] and json.loads(r.get(keys.client_event("evt_s6_x")))["id"] == "evt_s6_x"
+    receiver.status = 404
+    run = webhook_delivery.deliver_lane(r, sub, client_events.lane_for("s6"))
+    assert run.outcome == "retry"
+    assert client_webhooks.delivery_status(r, client_webhooks.get(r, sub))["last_error"] == "HTTP 404"
+    assert client_webhooks.get(r, sub).get("disabled_at") is None  # only 410 disables
 
 
 def self_signed(tmp_path) -> tuple[str, str]:
@@ -245,3 +290,43 @@ def test_a_lost_delivery_task_is_recovered_by_the_sweep(r, fast_retries, receive
     assert due == [(sub, lane)]
     assert webhook_delivery.deliver_lane(r, sub, lane).outcome == "idle"
     assert len(receiver.deliveries) == 1 and r.zcard(keys.WEBHOOKS_DUE) == 0
+
+
+def test_410_gone_disables_the_webhook_and_keeps_its_events_as_dead_letters(r, fast_retries, receiver):
+    sub = subscribe(r, receiver.url)
+    lane = client_events.lane_for("s10")
+    ids = emit_status(r, "s10", "x", "y") + emit_status(r, "s11", "z")
+    receiver.status = 410
+    run = webhook_delivery.deliver_lane(r, sub, lane)
+    assert run.outcome == "disabled" and run.dead == 3 and receiver.attempts == 1
+    record = client_webhooks.get(r, sub)
+    view = client_webhooks.public_view(record)
+    assert view["status"] == "disabled" and view["disabled_reason"] == "HTTP 410 Gone" and view["disabled_at"]
+    assert client_webhooks.delivery_status(r, record)["pending"] == 0 and r.zcard(keys.WEBHOOKS_DUE) == 0
+    letters = {i["event_id"]: i for i in dead_letters.list_dead_letters(r, TENANT)[0]}
+    assert sorted(letters) == sorted(ids)
+    assert letters[ids[0]]["attempts"] == 1 and letters[ids[0]]["last_error"] == "HTTP 410 Gone"
+    assert letters[ids[2]]["attempts"] == 0 and "disabled" in letters[ids[2]]["last_error"]
+    # events for it stop being queued, and nothing is posted any more
+    emit_status(r, "s10", "later")
+    assert not r.exists(keys.webhook_lane(sub, lane)) and not r.exists(keys.client_event("evt_s10_later"))
+    with pytest.raises(dead_letters.WebhookDisabled):
+        dead_letters.redeliver(r, letters[ids[0]]["id"], TENANT)
+    # enabled again: new events and redelivered dead letters flow
+    receiver.status = 200
+    assert client_webhooks.public_view(client_webhooks.enable(r, sub, TENANT))["status"] == "active"
+    assert dead_letters.redeliver(r, letters[ids[0]]["id"], TENANT)
+    after = emit_status(r, "s10", "again")
+    run_until(r, sub, lane, lambda: len(receiver.deliveries) == 2)
+    assert [e["id"] for e in receiver.events()] == [ids[0], *after]
+    assert receiver.attempts == 3
+
+
+def test_events_queued_for_a_disabled_webhook_are_not_posted(r, fast_retries, receiver):
+    sub = subscribe(r, receiver.url)
+    lane = client_events.lane_for("s12")
+    emit_status(r, "s12", "x")
+    r.hset(keys.client_webhook(sub), mapping={"disabled_at": "1", "disabled_reason": "HTTP 410 Gone"})
+    run = webhook_delivery.deliver_lane(r, sub, lane)
+    assert run.outcome == "disabled" and run.dead == 1 and receiver.attempts == 0
+    assert not r.exists(keys.webhook_lane(sub, lane))

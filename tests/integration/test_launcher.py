@@ -158,6 +158,9 @@ def test_run_demo_brings_up_the_stack_and_stops_cleanly(tmp_path, redis_url, lau
     for expected in ("gunicorn", "worker", "beat", "flower", "sim", "socks", "supervisor",
                      "worker_container"):
         assert expected in names, expected
+    # client webhook deliveries have a Celery worker of their own; the general one skips them
+    queues = [p.cmdline()[p.cmdline().index("-Q") + 1] for p in tree if "-Q" in p.cmdline()]
+    assert "events" in queues and "dispatch,orchestrator,maintenance" in queues, queues
     assert launch.stop() == 0
     wait_for(lambda: all_gone(tree), "children outlived the launcher", timeout=30)
     assert not launch.run_file.exists()

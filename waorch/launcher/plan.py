@@ -18,6 +18,8 @@ from waorch.launcher.state import StateDir
 DEMO_PROXY_HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 DEMO_PROXY_USER = "demo"
 DEMO_SCAN_AFTER = 3.0
+# Celery queues of the general workers; `events` (client webhooks) has a worker of its own.
+GENERAL_QUEUES = "dispatch,orchestrator,maintenance"
 # `waorch <name>` as a child: the same interpreter, whether or not the console script is on PATH.
 _CLI = ("-c", "import sys; from waorch.cli.main import cli; sys.exit(cli(prog_name='waorch'))")
 
@@ -162,8 +164,14 @@ def process_specs(options: RunOptions, state: StateDir, endpoints: Endpoints, en
     for index in range(1, options.workers + 1):
         node = f"w{index}.{os.getpid()}@{host}"
         specs.append(ChildSpec(
-            f"worker-{index}", waorch_argv("worker", "--name", node), env,
+            f"worker-{index}", waorch_argv("worker", "--name", node, "--queues", GENERAL_QUEUES), env,
             ready=lambda node=node: readiness.celery_pong(env["REDIS_URL"], node), stop_timeout=25))
+    # Client webhook deliveries get their own worker: a slow or hanging client endpoint can only
+    # hold up other clients' events, never dispatch, orchestration or maintenance.
+    events_node = f"events.{os.getpid()}@{host}"
+    specs.append(ChildSpec(
+        "worker-events", waorch_argv("worker", "--name", events_node, "--queues", "events"), env,
+        ready=lambda: readiness.celery_pong(env["REDIS_URL"], events_node), stop_timeout=25))
     specs.append(ChildSpec(
         "beat", waorch_argv("beat", "--schedule-file", str(state.root / "celerybeat-schedule")), env,
         ready=lambda: watch.log_says("beat", "beat: Starting")))
