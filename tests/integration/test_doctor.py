@@ -168,3 +168,28 @@ def test_redact_url():
     assert doctor.redact_url("redis://user:pw@h:6379/0") == "redis://user:***@h:6379/0"
     assert doctor.redact_url("redis://pw@h/0") == "redis://***@h/0"
     assert doctor.redact_url("unix:///run/x.sock") == "unix:///run/x.sock"
+
+
+@pytest.mark.engine
+def test_engine_and_worker_image_with_a_real_engine(tmp_path):
+    import docker
+
+    url = os.environ.get("DOCKER_HOST") or "unix:///run/waorch-podman.sock"
+    image = os.environ.get("WAORCH_TEST_IMAGE", "localhost/waorch-test:1")
+    try:
+        client = docker.DockerClient(base_url=url, timeout=30)
+        client.ping()
+        client.images.get(image)
+        client.close()
+    except Exception as exc:  # any failure to reach it means the same: no engine here
+        message = f"container engine not usable at {url}: {exc.__class__.__name__} (scripts/setup-engine.sh)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    conf = dataclasses.replace(settings.load(), runner="docker", docker_host=url, worker_image=image)
+    engine, present = doctor.check_engine(conf)
+    assert engine.level == "OK" and "answers (version" in engine.detail
+    assert present.level == "OK" and image in present.detail
+    missing = doctor.check_engine(dataclasses.replace(conf, worker_image="localhost/waorch-none:0"))[1]
+    assert missing.level == "FAIL" and "is not on the engine" in missing.detail
+    assert "worker_container/Dockerfile" in missing.fix
