@@ -25,7 +25,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Accepted→sent includes pacing (a few sends per minute per session), so buckets reach a day.
 LATENCY_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0,
                    21600.0, 86400.0)
-CELERY_QUEUES = ("dispatch", "orchestrator", "events", "maintenance")
+CELERY_QUEUES = ("dispatch", "orchestrator", "events", "maintenance")  # celeryconfig.task_queues
 # kombu's Redis transport keeps one list per priority step: "<queue>", "<queue>\x06\x163", ...
 _PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
 _KOMBU_UNACKED = "unacked"  # kombu's HASH of delivered, not yet acknowledged task messages

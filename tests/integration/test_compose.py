@@ -8,10 +8,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+from waorch.metrics import CELERY_QUEUES
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -91,8 +94,13 @@ def test_queues_workers_beat_and_flower(rendered):
         command = services[name]["command"]
         return set(command[command.index("--queues") + 1].split(","))
 
-    assert queues("worker") | queues("orchestrator") | queues("events") == {
-        "dispatch", "orchestrator", "events", "maintenance"}
+    # every queue celeryconfig declares has a consumer (read in a child: importing celeryconfig
+    # here would fix the broker URL of this test process)
+    declared = subprocess.run([sys.executable, "-c", "import celeryconfig; "
+                               "print(' '.join(q.name for q in celeryconfig.task_queues))"],
+                              capture_output=True, text=True, timeout=60, cwd=ROOT, check=True)
+    assert queues("worker") | queues("orchestrator") | queues("events") == set(declared.stdout.split())
+    assert set(CELERY_QUEUES) == set(declared.stdout.split())  # what /metrics and doctor watch
     assert queues("events") == {"events"}
     assert services["beat"]["command"][0] == "beat"
     assert services["flower"]["environment"]["WAORCH_FLOWER_BASIC_AUTH"] == "admin:change-me-flower-password"
