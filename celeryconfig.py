@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 
+from celery.schedules import crontab
 from kombu import Queue
 
 from waorch import settings as _settings
+from waorch.backups import parse_time as _backup_time
 
 _conf = _settings.load()
 
@@ -30,6 +32,7 @@ task_routes = {
     "tasks.events.*": {"queue": "events"},
     "tasks.alerts.*": {"queue": "events"},
     "tasks.maintenance.*": {"queue": "maintenance"},
+    "tasks.backups.*": {"queue": "maintenance"},
 }
 
 # A task that must not be lost is acknowledged only after it ran, and goes back to the queue
@@ -61,3 +64,7 @@ beat_schedule = {
     # client events of changes whose process died before emitting them (WAORCH_CLIENT_EVENT_GRACE)
     "client-events-pending": {"task": "tasks.events.emit_pending", "schedule": 5.0},
 }
+# the daily backup at WAORCH_BACKUP_AT in `timezone` (docs/backups.md); none when it is empty
+if (_backup_at := _backup_time(_conf.backup_at)) is not None:
+    beat_schedule["backup"] = {"task": "tasks.backups.backup",
+                               "schedule": crontab(hour=_backup_at[0], minute=_backup_at[1])}

@@ -13,7 +13,7 @@ app = Celery("waorch")
 app.config_from_object("celeryconfig")
 # Imported here (after `app` exists: they import it) so workers and beat know every task name.
 TASK_MODULES = ("tasks.dispatch", "tasks.maintenance", "tasks.orchestration", "tasks.watchdog",
-                "tasks.events", "tasks.policy", "tasks.alerts")
+                "tasks.events", "tasks.policy", "tasks.alerts", "tasks.backups")
 for _name in TASK_MODULES:
     import_module(_name)
 

@@ -195,6 +195,10 @@ METRICS_CELERY_TASKS = "metrics:celery:tasks"  # HASH "<task name>|<state>" -> c
 METRICS_CELERY_LAST = "metrics:celery:last"  # HASH task name -> unix time it last succeeded
 
 
+# --- backups (waorch/backups.py) -------------------------------------------------------------
+BACKUP_LOCK = "backup:lock"  # STRING: token of the one backup or restore running (expires)
+
+
 # --- alerts (waorch/alert_events.py, waorch/alert_delivery.py; docs/alerts.md) -----------------
 ALERT_EVENTS = "alerts:events"  # LIST of JSON alert events, newest first (capped)
 ALERTS_ACTIVE = "alerts:active"  # HASH "<kind>:<subject>" -> JSON of the raising event

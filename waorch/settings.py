@@ -82,6 +82,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WAORCH_ALERT_RATE_WINDOW", "60", "Seconds of the alert rate-limit window."),
     Setting("WAORCH_ALERT_RETRY_BASE", "5", "First alert retry (s); doubles up to 300, jittered."),
     Setting("WAORCH_ALERT_RETRY_WINDOW", "21600", "Seconds an alert is retried on a failing sink."),
+    Setting("WAORCH_BACKUP_DIR", "", "Where backups are written (default `<WAORCH_STATE_DIR>/backups`)."),
+    Setting("WAORCH_BACKUP_AT", "03:00", "Daily backup time HH:MM in the beat's timezone (TZ); empty: none."),
+    Setting("WAORCH_BACKUP_KEEP", "7", "Newest backups kept in WAORCH_BACKUP_DIR; older ones are pruned."),
 )
 
 _BY_ENV = {s.env: s for s in SETTINGS}
@@ -159,6 +162,9 @@ class Settings:
     alert_rate_window: float
     alert_retry_base: float
     alert_retry_window: float
+    backup_dir: str
+    backup_at: str
+    backup_keep: int
 
     @property
     def gateway_url(self) -> str:
