@@ -69,7 +69,8 @@ def test_a_celery_worker_runs_the_backup_task(r, root, monkeypatch, tmp_path):
     with CeleryWorker(tmp_path, queues="maintenance", concurrency=1) as worker:
         for _ in range(2):
             app.send_task("tasks.backups.backup")  # routed to `maintenance` like the beat's
-        wait_for(lambda: "tasks.backups.backup" in worker.log() and worker.log().count("succeeded") >= 2,
+        wait_for(lambda: sum("tasks.backups.backup[" in line and "succeeded" in line
+                             for line in worker.log().splitlines()) >= 2,
                  "two backups run by the worker", timeout=120)
     [archive] = backups.list_backups(out)  # WAORCH_BACKUP_KEEP=1 pruned the first
     assert backup_restore.verify_archive(archive)["sessions"]["ids"] == ["s1", "s2"]
