@@ -1,9 +1,9 @@
-"""Orchestrator tasks: proxy health checks (beat every 5 min, and on demand)."""
+"""Orchestrator tasks: proxy health checks (beat every 5 min, and on demand), queued runner actions."""
 
 from __future__ import annotations
 
 from tasks.celery_app import app
-from waorch import proxy_health
+from waorch import proxy_health, runner_actions
 from waorch.proxies import ProxyNotFound, ProxyPool
 from waorch.redis_client import get_redis
 
@@ -31,3 +31,9 @@ def check_proxy(proxy_id: str) -> str | None:
     except ProxyNotFound:
         return None
     return proxy_health.check_proxy(r, url)["status"]
+
+
+@app.task(name=runner_actions.TASK, ignore_result=True, acks_late=True)
+def run_session_action(session_id: str, action: str) -> str:
+    """Drive the runner here for one session (WAORCH_RUNNER_ACTIONS=queue); returns what it did."""
+    return runner_actions.perform(get_redis(), session_id, action)

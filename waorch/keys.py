@@ -228,3 +228,9 @@ def alert_sink_lock(sink: str) -> str:
 def alert_wake(sink: str) -> str:
     """STRING expiring when a delivery task is already scheduled for the sink (no pile of them)."""
     return f"alerts:wake:{sink}"
+
+
+# --- queued runner actions (waorch/runner_actions.py; docs/operations.md) ----------------------
+def session_action_lock(session_id: str) -> str:
+    """Lock held while an orchestrator task drives the runner for this session (one at a time)."""
+    return f"session:action_lock:{session_id}"

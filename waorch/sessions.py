@@ -234,7 +234,16 @@ def delete_session(r: redis.Redis, session_id: str) -> bool:
 
 
 def _run(r: redis.Redis, session: dict, action: str) -> bool:
-    """Ask the runner to act; a runner that is down is recorded, and the watchdog retries later."""
+    """Have the runner act: here, or through the `orchestrator` queue (WAORCH_RUNNER_ACTIONS=queue)."""
+    from waorch import runner_actions  # noqa: PLC0415  (import cycle)
+
+    if runner_actions.mode() == "queue":
+        return runner_actions.publish(r, session["id"], action)
+    return run_locally(r, session, action)
+
+
+def run_locally(r: redis.Redis, session: dict, action: str) -> bool:
+    """Ask the runner to act in this process; a runner that is down is recorded (watchdog retries)."""
     from waorch.runners import RunnerUnavailable, get_runner  # noqa: PLC0415  (import cycle)
 
     runner = get_runner()

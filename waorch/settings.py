@@ -85,6 +85,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WAORCH_BACKUP_DIR", "", "Where backups are written (default `<WAORCH_STATE_DIR>/backups`)."),
     Setting("WAORCH_BACKUP_AT", "03:00", "Daily backup time HH:MM in the beat's timezone (TZ); empty: none."),
     Setting("WAORCH_BACKUP_KEEP", "7", "Newest backups kept in WAORCH_BACKUP_DIR; older ones are pruned."),
+    Setting("WAORCH_RUNNER_ACTIONS", "local",
+            "Session runner calls: `local` (in this process) or `queue` (task on queue orchestrator)."),
 )
 
 _BY_ENV = {s.env: s for s in SETTINGS}
@@ -165,6 +167,7 @@ class Settings:
     backup_dir: str
     backup_at: str
     backup_keep: int
+    runner_actions: str
 
     @property
     def gateway_url(self) -> str:
