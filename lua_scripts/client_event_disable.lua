@@ -6,7 +6,7 @@
 -- ARGV[5] dead-letter id prefix, ARGV[6] number of lanes, ARGV[7] lane of the failed attempt,
 -- ARGV[8] attempts of that lane's head
 -- Returns how many events were dead-lettered.
-local sub, now = ARGV[1], tonumber(ARGV[2])
+local sub = ARGV[1]
 local record = redis.call('HMGET', k_sub(sub), 'tenant', 'url', 'disabled_at', 'disabled_reason')
 local tenant, url = record[1], record[2]
 if not tenant then return 0 end
@@ -18,17 +18,9 @@ local moved = 0
 for lane = 0, tonumber(ARGV[6]) - 1 do
   local entries = redis.call('LRANGE', k_lane(sub, lane), 0, -1)
   for position, entry in ipairs(entries) do
-    local id, queued = split_entry(entry)
-    local dl = ARGV[5] .. moved
     local attempts, err = '0', 'not attempted: the webhook was disabled (' .. reason .. ')'
     if position == 1 and tostring(lane) == ARGV[7] then attempts, err = ARGV[8], reason end
-    redis.call('HSET', k_dead(dl), 'id', dl, 'tenant', tenant, 'subscription', sub, 'url', url,
-               'lane', lane, 'event_id', id or entry, 'event', redis.call('GET', k_event(id or '')) or '',
-               'attempts', attempts, 'last_error', err, 'queued_at', queued or '', 'dead_at', ARGV[2])
-    redis.call('EXPIRE', k_dead(dl), ARGV[4])
-    redis.call('ZADD', k_tenant_dead(tenant), now, dl)
-    redis.call('ZADD', DEAD_ALL, now, dl)
-    release_event(id)
+    dead_letter(ARGV[5] .. moved, sub, tenant, url, lane, entry, attempts, err, ARGV[2], ARGV[4])
     moved = moved + 1
   end
   redis.call('DEL', k_lane(sub, lane), k_state(sub, lane))

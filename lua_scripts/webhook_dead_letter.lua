@@ -12,19 +12,12 @@ local moved = 0
 while moved < tonumber(ARGV[9]) do
   local entry = redis.call('LINDEX', k_lane(sub, lane), 0)
   if not entry then break end
-  local id, queued = split_entry(entry)
+  local _, queued = split_entry(entry)
   if queued and queued + tonumber(ARGV[4]) > now then break end
-  local dl = ARGV[8] .. moved
   local attempts, err = ARGV[6], ARGV[7]
   if moved > 0 then attempts, err = '0', 'not attempted: its retry window ended while an earlier event was failing' end
-  redis.call('HSET', k_dead(dl), 'id', dl, 'tenant', tenant, 'subscription', sub, 'url', url,
-             'lane', lane, 'event_id', id or entry, 'event', redis.call('GET', k_event(id or '')) or '',
-             'attempts', attempts, 'last_error', err, 'queued_at', queued or '', 'dead_at', ARGV[3])
-  redis.call('EXPIRE', k_dead(dl), ARGV[5])
-  redis.call('ZADD', k_tenant_dead(tenant), now, dl)
-  redis.call('ZADD', DEAD_ALL, now, dl)
+  dead_letter(ARGV[8] .. moved, sub, tenant, url, lane, entry, attempts, err, ARGV[3], ARGV[5])
   redis.call('LPOP', k_lane(sub, lane))
-  release_event(id)
   moved = moved + 1
 end
 if moved > 0 then redis.call('DEL', k_state(sub, lane)) end

@@ -31,3 +31,16 @@ local function release_event(id)
     redis.call('DEL', k_event(id), k_refs(id))
   end
 end
+
+-- Keep a queued lane entry as dead letter `dl` (the record waorch/dead_letters.py reads), listed
+-- by tenant and overall until `keep` seconds after `at`, and let go of the event's own record.
+local function dead_letter(dl, sub, tenant, url, lane, entry, attempts, err, at, keep)
+  local id, queued = split_entry(entry)
+  redis.call('HSET', k_dead(dl), 'id', dl, 'tenant', tenant, 'subscription', sub, 'url', url,
+             'lane', lane, 'event_id', id or entry, 'event', redis.call('GET', k_event(id or '')) or '',
+             'attempts', attempts, 'last_error', err, 'queued_at', queued or '', 'dead_at', at)
+  redis.call('EXPIRE', k_dead(dl), keep)
+  redis.call('ZADD', k_tenant_dead(tenant), at, dl)
+  redis.call('ZADD', DEAD_ALL, at, dl)
+  release_event(id)
+end

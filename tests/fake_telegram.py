@@ -10,10 +10,11 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from email.message import Message
 
-from tests.webhook_receiver import free_port
+from tests.local_http import LocalHttpServer, Reply, free_port
 
+BOT_TOKEN = "123456789:AAF-test-bot-token-s3cr3t"  # the `telegram` fixture's
 
 @dataclass
 class SentMessage:
@@ -23,24 +24,24 @@ class SentMessage:
     at: float = field(default_factory=time.time)
 
 
-class FakeTelegram:
+class FakeTelegram(LocalHttpServer):
     def __init__(self, token: str, port: int | None = None) -> None:
+        super().__init__(port or free_port())
         self.token = token
-        self.port = port or free_port()
         self.status = 200  # answer to give: 200, 500, 429 ...
         self.retry_after = 1  # with status 429
         self.messages: list[SentMessage] = []
         self.attempts = 0  # sendMessage calls seen, whatever was answered
         self.paths: list[str] = []
         self._changed = threading.Condition()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def answer(self, method: str, path: str, headers: Message, body: bytes) -> Reply:
+        with self._changed:
+            self.paths.append(path)
+        status, answer = self._bot_api(path, body)
+        return status, {"Content-Type": "application/json"}, json.dumps(answer).encode()
 
-    def _answer(self, path: str, body: bytes) -> tuple[int, dict]:
+    def _bot_api(self, path: str, body: bytes) -> tuple[int, dict]:
         if path != f"/bot{self.token}/sendMessage":
             if path.startswith("/bot") and path.endswith("/sendMessage"):
                 return 401, {"ok": False, "error_code": 401, "description": "Unauthorized"}
@@ -72,44 +73,6 @@ class FakeTelegram:
             "chat": {"id": message.chat_id, "type": "private"},
             "from": {"id": 1, "is_bot": True, "first_name": "waorch test bot"}}}
 
-    def start(self) -> FakeTelegram:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 (http.server's name)
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with fake._changed:
-                    fake.paths.append(self.path)
-                status, answer = fake._answer(self.path, body)
-                data = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join(10)
-            self._server = None
-
     def texts(self) -> list[str]:
         with self._changed:
             return [m.text for m in self.messages]
-
-    def __enter__(self) -> FakeTelegram:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()

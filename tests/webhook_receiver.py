@@ -7,13 +7,13 @@ optional delay, and can go down (port closed: connection refused) and come back 
 from __future__ import annotations
 
 import json
-import socket
 import ssl
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from email.message import Message
 
+from tests.local_http import LocalHttpServer, Reply, free_port
 from waorch import signing
 
 
@@ -33,68 +33,33 @@ class Delivery:
                               self.headers.get("X-Waorch-Signature"), self.body, max_skew)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class WebhookReceiver:
+class WebhookReceiver(LocalHttpServer):
     def __init__(self, port: int | None = None, tls: ssl.SSLContext | None = None,
                  host: str = "127.0.0.1") -> None:
-        self.port = port or free_port()
-        self.tls = tls
+        super().__init__(port or free_port(), tls)
         self.host = host  # the name in the URL (the server always listens on 127.0.0.1)
         self.status = 200
         self.delay = 0.0
         self.deliveries: list[Delivery] = []
         self.attempts = 0  # requests seen, whatever was answered
         self._changed = threading.Condition()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
         return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}/hooks/waorch"
 
-    def start(self) -> WebhookReceiver:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 (http.server's name)
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with receiver._changed:
-                    receiver.attempts += 1
-                    receiver._changed.notify_all()
-                if receiver.delay:
-                    time.sleep(receiver.delay)
-                status = receiver.status
-                if 200 <= status < 300:
-                    with receiver._changed:
-                        receiver.deliveries.append(Delivery(self.path, dict(self.headers), body))
-                        receiver._changed.notify_all()
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._server.daemon_threads = True
-        if self.tls is not None:
-            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Close the port: deliveries now get connection refused."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join(10)
-            self._server = None
+    def answer(self, method: str, path: str, headers: Message, body: bytes) -> Reply:
+        with self._changed:
+            self.attempts += 1
+            self._changed.notify_all()
+        if self.delay:
+            time.sleep(self.delay)
+        status = self.status
+        if 200 <= status < 300:
+            with self._changed:
+                self.deliveries.append(Delivery(path, dict(headers), body))
+                self._changed.notify_all()
+        return status, {}, b""
 
     def events(self) -> list[dict]:
         with self._changed:
@@ -110,9 +75,3 @@ class WebhookReceiver:
                     raise AssertionError(f"timed out waiting for {what}; got {len(self.deliveries)} "
                                          f"deliveries of {self.attempts} attempts")
                 self._changed.wait(min(remaining, 0.5))
-
-    def __enter__(self) -> WebhookReceiver:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()

@@ -106,6 +106,13 @@ def _view(record: dict) -> dict:
             "delivery": client_webhooks.delivery_status(get_redis(), record)}
 
 
+def _view_or_404(record: dict | None) -> dict:
+    """`_view` of a webhook found for this key's tenant; 404 when there is none."""
+    if record is None:
+        raise ApiError(404, "not_found", "no such webhook")
+    return _view(record)
+
+
 @blp.route("", methods=["POST"])
 @requires("read")
 @blp.arguments(WebhookCreateSchema)
@@ -175,10 +182,7 @@ def redeliver(dl_id: str):
 @blp.response(200, WebhookSchema)
 def show(webhook_id: str):
     """One webhook with how delivery goes."""
-    record = client_webhooks.get(get_redis(), webhook_id, tenant_filter())
-    if record is None:
-        raise ApiError(404, "not_found", "no such webhook")
-    return _view(record)
+    return _view_or_404(client_webhooks.get(get_redis(), webhook_id, tenant_filter()))
 
 
 @blp.route("/<string:webhook_id>/enable", methods=["POST"])
@@ -186,10 +190,7 @@ def show(webhook_id: str):
 @blp.response(200, WebhookSchema)
 def enable(webhook_id: str):
     """Deliver to a webhook again that was disabled because its endpoint answered 410 Gone."""
-    record = client_webhooks.enable(get_redis(), webhook_id, tenant_filter())
-    if record is None:
-        raise ApiError(404, "not_found", "no such webhook")
-    return _view(record)
+    return _view_or_404(client_webhooks.enable(get_redis(), webhook_id, tenant_filter()))
 
 
 @blp.route("/<string:webhook_id>", methods=["DELETE"])

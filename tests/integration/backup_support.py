@@ -6,7 +6,8 @@ from __future__ import annotations
 import io
 import os
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import redis
@@ -109,6 +110,17 @@ def leftovers(url: str, root: Path) -> list:
     files = [p.name for p in parent.iterdir() if p.name.startswith(".")] if parent.exists() else []
     return keys + files
 
+
+
+@contextmanager
+def same_state_after(url: str, root: Path) -> Iterator[None]:
+    """Asserts that Redis and the sessions directory are after the block as they were before it,
+    with no staging leftovers."""
+    before_redis, before_dirs = redis_snapshot(url), dir_snapshot(root)
+    yield
+    same_redis(before_redis, redis_snapshot(url))
+    assert dir_snapshot(root) == before_dirs
+    assert leftovers(url, root) == []
 
 Members = list[tuple[tarfile.TarInfo, bytes | None]]
 

@@ -1,10 +1,13 @@
-"""Fixtures for integration tests: a live gateway over real HTTP and API keys."""
+"""Fixtures for integration tests: a live gateway over real HTTP, API keys, and the outside
+endpoints the gateway talks to (a webhook receiver, a fake Telegram Bot API) on 127.0.0.1."""
 
 from __future__ import annotations
 
 import pytest
 
 from tests.api_client import ApiClient, ThreadedGateway
+from tests.fake_telegram import BOT_TOKEN, FakeTelegram
+from tests.webhook_receiver import WebhookReceiver
 from waorch import apikeys
 
 
@@ -29,3 +32,20 @@ def admin_key(r) -> str:
 @pytest.fixture
 def api_client(gateway, api_key) -> ApiClient:
     return ApiClient(gateway.url, api_key)
+
+
+@pytest.fixture
+def admin_client(gateway, admin_key) -> ApiClient:
+    return ApiClient(gateway.url, admin_key)
+
+
+@pytest.fixture
+def receiver():
+    with WebhookReceiver() as server:
+        yield server
+
+
+@pytest.fixture
+def telegram():
+    with FakeTelegram(BOT_TOKEN) as fake:
+        yield fake

@@ -10,26 +10,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.fake_telegram import FakeTelegram
+from tests.fake_telegram import BOT_TOKEN, FakeTelegram
 from tests.waiting import wait_for
 from tests.webhook_receiver import WebhookReceiver, free_port
 from waorch import alert_delivery, alert_events, alert_sinks, keys, settings
 
-TOKEN = "123456789:AAF-test-bot-token-s3cr3t"
 CHAT = "-100424242"
 HOOK_SECRET = "alert-hook-secret-0123456789"
-
-
-@pytest.fixture
-def telegram():
-    with FakeTelegram(TOKEN) as fake:
-        yield fake
-
-
-@pytest.fixture
-def receiver():
-    with WebhookReceiver() as server:
-        yield server
 
 
 @pytest.fixture
@@ -37,7 +24,7 @@ def configure(redis_url, monkeypatch):
     def apply(telegram: FakeTelegram | None = None, receiver: WebhookReceiver | None = None,
               **extra: str) -> list:
         if telegram is not None:
-            monkeypatch.setenv("WAORCH_TELEGRAM_BOT_TOKEN", TOKEN)
+            monkeypatch.setenv("WAORCH_TELEGRAM_BOT_TOKEN", BOT_TOKEN)
             monkeypatch.setenv("WAORCH_TELEGRAM_CHAT_ID", CHAT)
             monkeypatch.setenv("WAORCH_TELEGRAM_API_URL", telegram.url)
         if receiver is not None:
@@ -76,13 +63,13 @@ def test_plan_sends_singles_while_they_fit_and_sums_up_the_surplus():
 
 def test_sinks_are_off_unless_fully_configured(configure, telegram, monkeypatch):
     assert configure() == []
-    monkeypatch.setenv("WAORCH_TELEGRAM_BOT_TOKEN", TOKEN)
+    monkeypatch.setenv("WAORCH_TELEGRAM_BOT_TOKEN", BOT_TOKEN)
     monkeypatch.setenv("WAORCH_ALERT_WEBHOOK_URL", "http://127.0.0.1:9/hook")
     settings.get.cache_clear()
     assert alert_sinks.configured() == []  # no chat id, no webhook secret
     sinks = configure(telegram)
     assert [s.name for s in sinks] == ["telegram"]
-    assert TOKEN not in repr(sinks[0])
+    assert BOT_TOKEN not in repr(sinks[0])
 
 
 def test_one_message_per_incident_and_one_recovery(r, configure, telegram, receiver):
@@ -187,7 +174,7 @@ def test_events_older_than_the_retry_window_are_given_up(r, configure):
     alert_events.raise_alert(r, alert_events.BACKUP_FAILED, "backup", "backup failed: disk full")
     assert alert_delivery.deliver(r, tg).outcome == "retry"
     state = alert_delivery.sink_status(r)[0]
-    assert state["last_error"].startswith("NewConnectionError") and TOKEN not in state["last_error"]
+    assert state["last_error"].startswith("NewConnectionError") and BOT_TOKEN not in state["last_error"]
     run = alert_delivery.deliver(r, tg, now=time.time() + 3600)
     assert run.dropped == 1 and r.zcard(keys.alert_outbox("telegram")) == 0
     assert alert_delivery.sink_status(r)[0]["gave_up"] == 1
@@ -200,19 +187,19 @@ def test_bot_token_never_reaches_logs_or_errors(r, configure, telegram, caplog, 
     alert_events.raise_alert(r, alert_events.SESSION_DOWN, "s1", "down")
     assert alert_delivery.deliver(r, tg).outcome == "retry"
     # a wrong token (the Bot API's 401) and an unreachable API: their errors name no token
-    bad = alert_sinks.TelegramSink(TOKEN + "x", CHAT, telegram.url).send([{"id": "1", "kind": "k"}])
+    bad = alert_sinks.TelegramSink(BOT_TOKEN + "x", CHAT, telegram.url).send([{"id": "1", "kind": "k"}])
     assert not bad.ok and bad.detail == "HTTP 401: Unauthorized"
-    unreachable = alert_sinks.TelegramSink(TOKEN, CHAT, f"http://127.0.0.1:{free_port()}").send(
+    unreachable = alert_sinks.TelegramSink(BOT_TOKEN, CHAT, f"http://127.0.0.1:{free_port()}").send(
         [{"id": "1", "kind": "k"}])
-    assert not unreachable.ok and TOKEN not in unreachable.detail and unreachable.detail
+    assert not unreachable.ok and BOT_TOKEN not in unreachable.detail and unreachable.detail
     telegram.status = 200
     r.hset(keys.alert_sink_state("telegram"), "retry_at", 0)
     assert alert_delivery.deliver(r, tg).outcome == "idle"
-    assert telegram.paths and all(TOKEN in p for p in telegram.paths[:1])  # it was really used
+    assert telegram.paths and all(BOT_TOKEN in p for p in telegram.paths[:1])  # it was really used
     logged = "\n".join(f"{rec.name} {rec.getMessage()}" for rec in caplog.records)
     assert "urllib3" in logged and "/bot***/sendMessage" in logged  # urllib3's DEBUG line, redacted
-    assert TOKEN not in logged and TOKEN.split(":")[1] not in logged
-    assert TOKEN not in str(alert_delivery.sink_status(r))
+    assert BOT_TOKEN not in logged and BOT_TOKEN.split(":")[1] not in logged
+    assert BOT_TOKEN not in str(alert_delivery.sink_status(r))
 
 
 def test_long_summaries_stay_within_telegrams_limit(r, configure, telegram):

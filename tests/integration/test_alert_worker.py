@@ -11,34 +11,21 @@ import threading
 import pytest
 
 from tests.celery_worker import CeleryWorker
-from tests.fake_telegram import FakeTelegram
+from tests.fake_telegram import BOT_TOKEN
 from tests.waiting import wait_for
-from tests.webhook_receiver import WebhookReceiver, free_port
+from tests.webhook_receiver import free_port
 from waorch import alert_events, keys, settings
 from waorch.proxies import ProxyPool, proxy_id
 from waorch.socks5 import Socks5Server
 
-TOKEN = "987654321:AAE-worker-test-token-s3cr3t"
 CHAT = "4242"
 HOOK_SECRET = "alert-hook-secret-worker-0123"
 PASSWORD = "pr0xy-pa55-alerts"
 
 
 @pytest.fixture
-def telegram():
-    with FakeTelegram(TOKEN) as fake:
-        yield fake
-
-
-@pytest.fixture
-def receiver():
-    with WebhookReceiver() as server:
-        yield server
-
-
-@pytest.fixture
 def alert_env(redis_url, monkeypatch, telegram, receiver):
-    values = {"WAORCH_TELEGRAM_BOT_TOKEN": TOKEN, "WAORCH_TELEGRAM_CHAT_ID": CHAT,
+    values = {"WAORCH_TELEGRAM_BOT_TOKEN": BOT_TOKEN, "WAORCH_TELEGRAM_CHAT_ID": CHAT,
               "WAORCH_TELEGRAM_API_URL": telegram.url, "WAORCH_ALERT_WEBHOOK_URL": receiver.url,
               "WAORCH_ALERT_WEBHOOK_SECRET": HOOK_SECRET, "WAORCH_ALERT_RETRY_BASE": "0.3"}
     for name, value in values.items():
@@ -104,7 +91,7 @@ def test_telegram_down_for_a_while_still_gets_exactly_one_of_each(r, worker_fact
     assert len(receiver.deliveries) == 2
     log = worker.log()
     assert "alert sink telegram failed (HTTP 500" in log  # the failure was logged ...
-    assert TOKEN not in log and TOKEN.split(":")[1] not in log  # ... without the token
+    assert BOT_TOKEN not in log and BOT_TOKEN.split(":")[1] not in log  # ... without the token
 
 
 def test_rate_limit_groups_the_surplus(r, worker_factory, telegram, alert_env):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.commands import WAORCH
-from tests.integration.backup_support import dir_snapshot, populate, redis_snapshot, same_redis, use_dirs
+from tests.integration.backup_support import populate, same_state_after, use_dirs
 from waorch import backups
 from waorch.runners.process import HEARTBEAT
 
@@ -28,24 +28,22 @@ def root(monkeypatch, tmp_path, redis_url):
 
 
 def test_backup_then_restore_through_the_commands(r, redis_url, root, tmp_path):
-    before_redis, before_dirs = redis_snapshot(redis_url), dir_snapshot(root)
-    made = run("backup", "--out", str(tmp_path / "usb"))
-    assert made.returncode == 0, made.stderr
-    archive = Path(made.stdout.strip().splitlines()[-1])  # SPEC: the path is the last line
-    assert archive.parent == tmp_path / "usb" and archive.is_file()
-    assert oct(archive.stat().st_mode & 0o777) == oct(0o600)
+    with same_state_after(redis_url, root):
+        made = run("backup", "--out", str(tmp_path / "usb"))
+        assert made.returncode == 0, made.stderr
+        archive = Path(made.stdout.strip().splitlines()[-1])  # SPEC: the path is the last line
+        assert archive.parent == tmp_path / "usb" and archive.is_file()
+        assert oct(archive.stat().st_mode & 0o777) == oct(0o600)
 
-    r.flushall()
-    shutil.rmtree(root)
-    declined = run("restore", str(archive), stdin="n\n")
-    assert declined.returncode != 0 and "Replace every key" in declined.stdout
-    assert r.dbsize() == 0 and not root.exists()
+        r.flushall()
+        shutil.rmtree(root)
+        declined = run("restore", str(archive), stdin="n\n")
+        assert declined.returncode != 0 and "Replace every key" in declined.stdout
+        assert r.dbsize() == 0 and not root.exists()
 
-    restored = run("restore", str(archive), "--yes")
-    assert restored.returncode == 0, restored.stderr
-    assert "intact backup" in restored.stdout and "restored" in restored.stdout
-    same_redis(before_redis, redis_snapshot(redis_url))
-    assert dir_snapshot(root) == before_dirs
+        restored = run("restore", str(archive), "--yes")
+        assert restored.returncode == 0, restored.stderr
+        assert "intact backup" in restored.stdout and "restored" in restored.stdout
 
 
 def test_restore_command_refuses_and_changes_nothing(r, redis_url, root, tmp_path):
@@ -54,23 +52,21 @@ def test_restore_command_refuses_and_changes_nothing(r, redis_url, root, tmp_pat
     truncated.write_bytes(archive.read_bytes()[:-500])
     r.set("made-after", "1")
     (root / "s1" / "creds.json").write_text("newer")
-    before_redis, before_dirs = redis_snapshot(redis_url), dir_snapshot(root)
+    with same_state_after(redis_url, root):
+        for args in (["restore", str(truncated), "--yes"],
+                     ["restore", str(tmp_path / "missing.tar.gz"), "--yes"],
+                     ["restore", str(root / "s1" / "creds.json"), "--yes"]):
+            refused = run(*args)
+            assert refused.returncode != 0, args
+            assert "nothing was changed" in refused.stderr, refused.stderr
+            assert "Traceback" not in refused.stderr, refused.stderr
+        checked = run("restore", "--check", str(archive))
+        assert checked.returncode == 0 and "intact backup" in checked.stdout
 
-    for args in (["restore", str(truncated), "--yes"], ["restore", str(tmp_path / "missing.tar.gz"), "--yes"],
-                 ["restore", str(root / "s1" / "creds.json"), "--yes"]):
-        refused = run(*args)
-        assert refused.returncode != 0, args
-        assert "nothing was changed" in refused.stderr and "Traceback" not in refused.stderr, refused.stderr
-    checked = run("restore", "--check", str(archive))
-    assert checked.returncode == 0 and "intact backup" in checked.stdout
-
-    r.set(HEARTBEAT, "31337", ex=60)  # a supervisor is running
-    busy = run("restore", str(archive), "--yes")
-    assert busy.returncode != 0 and "stop the stack" in busy.stderr and "31337" in busy.stderr
-    r.delete(HEARTBEAT)
-
-    same_redis(before_redis, redis_snapshot(redis_url))
-    assert dir_snapshot(root) == before_dirs
+        r.set(HEARTBEAT, "31337", ex=60)  # a supervisor is running
+        busy = run("restore", str(archive), "--yes")
+        assert busy.returncode != 0 and "stop the stack" in busy.stderr and "31337" in busy.stderr
+        r.delete(HEARTBEAT)
 
 
 def test_backup_command_prunes_only_its_own_directory(r, root, tmp_path):

@@ -22,6 +22,7 @@ from tests.integration.backup_support import (
     redis_snapshot,
     rewrite,
     same_redis,
+    same_state_after,
     use_dirs,
 )
 from waorch import backup_restore, backups, keys
@@ -80,13 +81,10 @@ def test_round_trip_gives_back_the_same_state(r, redis_url, root):
 
 
 def test_restore_over_a_changed_state_replaces_it(r, redis_url, root):
-    before_redis, before_dirs = redis_snapshot(redis_url), dir_snapshot(root)
-    archive = backups.create_backup(r)
-    change_live_state(redis_url, root)
-    backup_restore.restore_backup(r, archive)
-    same_redis(before_redis, redis_snapshot(redis_url))
-    assert dir_snapshot(root) == before_dirs
-    assert leftovers(redis_url, root) == []
+    with same_state_after(redis_url, root):
+        archive = backups.create_backup(r)
+        change_live_state(redis_url, root)
+        backup_restore.restore_backup(r, archive)
 
 
 def _truncate(good, bad):
@@ -196,16 +194,11 @@ def test_a_bad_archive_is_refused_and_nothing_changes(r, redis_url, root, archiv
     damage, says = REFUSED[corruption]
     damage(archive, bad)
     change_live_state(redis_url, root)
-    before_redis, before_dirs = redis_snapshot(redis_url), dir_snapshot(root)
-
-    with pytest.raises(backups.ArchiveRefused, match=says):
-        backup_restore.verify_archive(bad)
-    with pytest.raises(backups.ArchiveRefused, match=says):
-        backup_restore.restore_backup(r, bad)
-
-    same_redis(before_redis, redis_snapshot(redis_url))
-    assert dir_snapshot(root) == before_dirs
-    assert leftovers(redis_url, root) == []
+    with same_state_after(redis_url, root):
+        with pytest.raises(backups.ArchiveRefused, match=says):
+            backup_restore.verify_archive(bad)
+        with pytest.raises(backups.ArchiveRefused, match=says):
+            backup_restore.restore_backup(r, bad)
     assert not (tmp_path / "escape.txt").exists() and not (root.parent / "escape.txt").exists()
     assert not os.path.exists("/tmp/waorch-backup-test-escape.txt")
     assert not r.exists(keys.BACKUP_LOCK)
@@ -239,12 +232,8 @@ def test_a_payload_redis_refuses_rolls_back(r, redis_url, root, archive, tmp_pat
 
     bad = rewrite(archive, tmp_path / "bad-payload.tar.gz", change)
     change_live_state(redis_url, root)
-    before_redis, before_dirs = redis_snapshot(redis_url), dir_snapshot(root)
-    with pytest.raises(backups.RestoreFailed, match="refused a key"):
+    with same_state_after(redis_url, root), pytest.raises(backups.RestoreFailed, match="refused a key"):
         backup_restore.restore_backup(r, bad)
-    same_redis(before_redis, redis_snapshot(redis_url))
-    assert dir_snapshot(root) == before_dirs
-    assert leftovers(redis_url, root) == []
 
 
 def test_losing_redis_before_the_final_transaction_rolls_back(r, redis_url, root, archive, monkeypatch):
@@ -254,12 +243,8 @@ def test_losing_redis_before_the_final_transaction_rolls_back(r, redis_url, root
 
     monkeypatch.setattr(backup_restore, "_replace_keys", lost)
     change_live_state(redis_url, root)
-    before_redis, before_dirs = redis_snapshot(redis_url), dir_snapshot(root)
-    with pytest.raises(backups.RestoreFailed, match="rolled back"):
+    with same_state_after(redis_url, root), pytest.raises(backups.RestoreFailed, match="rolled back"):
         backup_restore.restore_backup(r, archive)
-    same_redis(before_redis, redis_snapshot(redis_url))
-    assert dir_snapshot(root) == before_dirs
-    assert leftovers(redis_url, root) == []
 
 
 def test_a_lost_answer_after_the_transaction_went_through_completes(r, redis_url, root, monkeypatch):
@@ -269,25 +254,19 @@ def test_a_lost_answer_after_the_transaction_went_through_completes(r, redis_url
         real(*args, **kwargs)
         raise redis.ConnectionError("reply lost (injected)")
 
-    before_redis, before_dirs = redis_snapshot(redis_url), dir_snapshot(root)
-    archive = backups.create_backup(r)
-    monkeypatch.setattr(backup_restore, "_replace_keys", answer_lost)
-    change_live_state(redis_url, root)
-    result = backup_restore.restore_backup(r, archive)
+    with same_state_after(redis_url, root):
+        archive = backups.create_backup(r)
+        monkeypatch.setattr(backup_restore, "_replace_keys", answer_lost)
+        change_live_state(redis_url, root)
+        result = backup_restore.restore_backup(r, archive)
     assert result["removed_keys"] is None
-    same_redis(before_redis, redis_snapshot(redis_url))
-    assert dir_snapshot(root) == before_dirs
-    assert leftovers(redis_url, root) == []
 
 
 def test_restore_refuses_while_a_supervisor_runs(r, redis_url, root, archive):
     r.set(HEARTBEAT, "4242", ex=30)
     change_live_state(redis_url, root)
-    before_redis, before_dirs = redis_snapshot(redis_url), dir_snapshot(root)
-    with pytest.raises(backups.StackRunning, match="4242"):
+    with same_state_after(redis_url, root), pytest.raises(backups.StackRunning, match="4242"):
         backup_restore.restore_backup(r, archive)
-    same_redis(before_redis, redis_snapshot(redis_url))
-    assert dir_snapshot(root) == before_dirs
 
 
 def test_one_backup_or_restore_at_a_time(r, root, archive):
@@ -352,15 +331,12 @@ def test_schedule_time_is_validated():
 
 def test_restore_refuses_a_redis_that_may_evict_staged_keys(r, redis_url, root, archive):
     change_live_state(redis_url, root)
-    before_redis, before_dirs = redis_snapshot(redis_url), dir_snapshot(root)
-    r.config_set("maxmemory", str(1 << 30))
-    r.config_set("maxmemory-policy", "allkeys-lru")
-    try:
-        with pytest.raises(backups.RestoreFailed, match="noeviction"):
-            backup_restore.restore_backup(r, archive)
-    finally:
-        r.config_set("maxmemory-policy", "noeviction")
-        r.config_set("maxmemory", "0")
-    same_redis(before_redis, redis_snapshot(redis_url))
-    assert dir_snapshot(root) == before_dirs
-    assert leftovers(redis_url, root) == []
+    with same_state_after(redis_url, root):
+        r.config_set("maxmemory", str(1 << 30))
+        r.config_set("maxmemory-policy", "allkeys-lru")
+        try:
+            with pytest.raises(backups.RestoreFailed, match="noeviction"):
+                backup_restore.restore_backup(r, archive)
+        finally:
+            r.config_set("maxmemory-policy", "noeviction")
+            r.config_set("maxmemory", "0")

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from tests.integration.lua_alone import PACE, PHONE, SESSION, lua_ack, lua_fail, lua_receipt
 from waorch import (
     client_events,
     client_webhooks,
@@ -24,12 +25,9 @@ from waorch import (
     settings,
     suppressions,
 )
-from waorch.pacing import Pace
 from waorch.proxies import ProxyPool
 
 TENANT = "acme"
-SESSION, PHONE = "s1", "14155550100"
-PACE = Pace(per_minute=60, jitter=0.3)
 TO = "14155550123"
 
 
@@ -69,23 +67,6 @@ def claimed(r, msg_id: str, now: float = 10) -> str:
     claim = outbox.claim(r, SESSION, PACE, now=now)
     assert claim.outcome == "claimed" and claim.message["id"] == msg_id, claim
     return claim.message["lease_token"]
-
-
-# The Lua scripts alone, as the wrappers in waorch.outbox run them, minus the hook after them.
-
-def lua_ack(r, msg_id: str, token: str, wa_id: str, now: float) -> None:
-    assert lua.script(r, "ack_message")(
-        keys=[keys.session_leases(SESSION), keys.session_outbox(SESSION), keys.session_pacing(SESSION)],
-        args=[msg_id, token, wa_id, f"{now:.6f}", f"{now:.6f}", SESSION, "20240101"]) == "ok"
-
-
-def lua_receipt(r, msg_id: str, status: str, at: float) -> None:
-    assert lua.script(r, "record_receipt")(keys=[], args=[msg_id, status, f"{at:.6f}"]) == 1
-
-
-def lua_fail(r, msg_id: str, reason: str, detail: str, now: float) -> None:
-    assert lua.script(r, "fail_message")(keys=[keys.MESSAGES_UNROUTED, "", ""],
-                                         args=[msg_id, reason, detail, f"{now:.6f}"]) == 1
 
 
 def normalised(events: list[dict], msg_id: str) -> list[dict]:

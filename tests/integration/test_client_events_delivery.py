@@ -15,6 +15,7 @@ import pytest
 
 from tests.celery_worker import ROOT, CeleryWorker, _die_with_parent
 from tests.commands import WAORCH
+from tests.integration.lua_alone import PACE, PHONE, SESSION, lua_ack, lua_receipt
 from tests.webhook_receiver import WebhookReceiver
 from waorch import (
     client_events,
@@ -28,13 +29,10 @@ from waorch import (
     settings,
     suppressions,
 )
-from waorch.pacing import Pace
 from waorch.proxies import ProxyPool
 
 TENANT = "acme"
 SECRET = "crash-safe-secret-0123"
-SESSION, PHONE = "s1", "14155550100"
-PACE = Pace(per_minute=60, jitter=0.3)
 
 
 class Beat:
@@ -95,11 +93,8 @@ def test_changes_applied_by_lua_alone_reach_the_client(r, env):
         pacing.reserve(r, SESSION, PHONE, PACE, now=now)
         claim = outbox.claim(r, SESSION, PACE, now=now)
         assert claim.message["id"] == read
-        assert lua.script(r, "ack_message")(
-            keys=[keys.session_leases(SESSION), keys.session_outbox(SESSION), keys.session_pacing(SESSION)],
-            args=[read, claim.message["lease_token"], "WA-L1", f"{now:.6f}", f"{now:.6f}", SESSION,
-                  "20240101"]) == "ok"
-        assert lua.script(r, "record_receipt")(keys=[], args=[read, "read", f"{now + 1:.6f}"]) == 1
+        lua_ack(r, read, claim.message["lease_token"], "WA-L1", now)
+        lua_receipt(r, read, "read", now + 1)
         # failed by the slot planner (recipient opted out) and by the claim (expired), scripts alone
         suppressions.add(r, TENANT, "14155550124", "STOP")
         opted_out = accept(r, "14155550124")

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import random
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from email.message import Message
 
 import pytest
 
+from tests.local_http import LocalHttpServer, Reply
 from tests.webhook_receiver import WebhookReceiver, free_port
 from waorch import client_events, client_webhooks, dead_letters, keys, settings, webhook_delivery
 
@@ -25,12 +25,6 @@ def fast_retries(redis_url, monkeypatch):
     monkeypatch.setenv("WAORCH_WEBHOOK_RETRY_MAX", "0.5")
     monkeypatch.setenv("WAORCH_WEBHOOK_TIMEOUT", "3")
     settings.get.cache_clear()
-
-
-@pytest.fixture
-def receiver():
-    with WebhookReceiver() as server:
-        yield server
 
 
 def subscribe(r, url: str) -> str:
@@ -170,36 +164,22 @@ def test_lane_of_a_deleted_webhook_is_forgotten(r, fast_retries, receiver):
     assert receiver.attempts == 0
 
 
-class Redirector:
+class Redirector(LocalHttpServer):
     """An endpoint on 127.0.0.1 that answers every POST with a redirect to `location`."""
 
     def __init__(self, status: int, location: str) -> None:
+        super().__init__()
+        self.status = status
+        self.location = location
         self.hits = 0
-        outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 (http.server's name)
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                outer.hits += 1
-                self.send_response(status)
-                self.send_header("Location", location)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+    @property
+    def url(self) -> str:
+        return super().url + "/old"
 
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/old"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> Redirector:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def answer(self, method: str, path: str, headers: Message, body: bytes) -> Reply:
+        self.hits += 1
+        return self.status, {"Location": self.location}, b""
 
 
 @pytest.mark.parametrize("status", [301, 302, 307, 308])

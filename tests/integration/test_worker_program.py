@@ -16,13 +16,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from email.message import Message
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
+from tests.local_http import LocalHttpServer, Reply
 from waorch.signing import verify
 from worker_container import healthcheck
 from worker_container.journal import Journal
@@ -32,10 +33,11 @@ SECRET = "per-session-secret-for-tests"
 DEADLINE = 30.0  # generous: the machine is shared and loaded
 
 
-class Orchestrator:
+class Orchestrator(LocalHttpServer):
     """Records signed worker requests; serves claims from `messages`; answers 204."""
 
     def __init__(self, session_id: str) -> None:
+        super().__init__()
         self.session_id = session_id
         self.requests: list[dict[str, Any]] = []  # {"kind", "path", "body"}
         self.refused: list[str] = []  # why requests were refused (must stay empty)
@@ -45,28 +47,12 @@ class Orchestrator:
         self.cond = threading.Condition()
         self._nonces: set[str] = set()
         self.closed = False
-        peer = self
+        self.start()
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                status, answer = peer.handle(self.path, raw, self.headers.get("X-Timestamp"),
-                                             self.headers.get("X-Signature"))
-                data = json.dumps(answer).encode() if answer is not None else b""
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+    def answer(self, method: str, path: str, headers: Message, body: bytes) -> Reply:
+        status, answer = self.handle(path, body, headers.get("X-Timestamp"), headers.get("X-Signature"))
+        data = json.dumps(answer).encode() if answer is not None else b""
+        return status, {"Content-Type": "application/json"}, data
 
     def handle(self, path: str, raw: bytes, ts: str | None, sig: str | None) -> tuple[int, Any]:
         try:
@@ -149,8 +135,7 @@ class Orchestrator:
         with self.cond:
             self.closed = True
             self.cond.notify_all()
-        self.server.shutdown()
-        self.server.server_close()
+        self.stop()
 
 
 @pytest.fixture

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import http.server
-import threading
+from email.message import Message
 
 import pytest
 
+from tests.local_http import LocalHttpServer, Reply
 from worker_container.transports.base import SendError
 from worker_container.transports.neonize_send import (
     INVALID_MEDIA,
@@ -132,31 +132,19 @@ def test_media_paths_are_confined_to_the_session_volume(tmp_path) -> None:
     assert "larger" in info.value.detail
 
 
-class _Files(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802
-        if self.path == "/ok.png":
-            body = b"\x89PNG" + b"x" * 100
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        else:
-            self.send_response(404 if self.path == "/missing" else 503)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+class _Files(LocalHttpServer):
+    methods = ("GET",)
 
-    def log_message(self, *args) -> None:
-        pass
+    def answer(self, method: str, path: str, headers: Message, body: bytes) -> Reply:
+        if path == "/ok.png":
+            return 200, {}, b"\x89PNG" + b"x" * 100
+        return (404 if path == "/missing" else 503), {}, b""
 
 
 @pytest.fixture
 def file_server():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Files)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with _Files() as server:
+        yield server.url
 
 
 def test_media_urls_are_fetched_through_the_proxy(file_server: str) -> None:
