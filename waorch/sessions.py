@@ -220,6 +220,10 @@ def stop_session(r: redis.Redis, session_id: str, status: str = "stopped", reaso
     if changed is None:
         return False
     _run(r, {"id": session_id}, "stop")
+    if status == "stopped":
+        # an operator's stop is not an incident: a session_down alert ends here
+        alert_events.resolve(r, alert_events.SESSION_DOWN, session_id,
+                             f"session {session_id} was stopped on request")
     return True
 
 

@@ -32,19 +32,25 @@ def reconcile(r: redis.Redis, runner: Runner | None = None, now: float | None = 
     _resolve_recovered(r, now, timeout)
     # free slots also change when sessions are deleted or proxies go BAD: the alert follows here
     sessions.check_inventory(r)
+    desired = r.smembers(keys.SESSIONS_ACTIVE)
     try:
         actual = runner.list()
     except RunnerUnavailable as exc:
         log.warning("watchdog: runner unavailable: %s", exc)
+        for session_id in sorted(desired):
+            _report_unstartable(r, sessions.get_session(r, session_id), f"runner unavailable: {exc}",
+                                now, timeout)
         return {**report, "error": str(exc)}
 
-    desired = r.smembers(keys.SESSIONS_ACTIVE)
     for session_id in sorted(desired):
         session = sessions.get_session(r, session_id)
         if session is None:
             continue
         if actual.get(session_id) not in ALIVE:
-            _act(runner.start, session, report["started"])
+            error = _act(runner.start, session, report["started"])
+            if error:
+                sessions.transition(r, session_id, fields={"last_error": error[:300]})
+                _report_unstartable(r, session, error, now, timeout)
             continue
         last_sign = max(session["last_ping"] or 0, session["started_at"] or 0)
         if now - last_sign > timeout:
@@ -65,12 +71,29 @@ def reconcile(r: redis.Redis, runner: Runner | None = None, now: float | None = 
     return report
 
 
-def _act(action, session: dict, done: list[str]) -> None:
+def _act(action, session: dict, done: list[str]) -> str | None:
+    """Run the runner action; the error text when the runner could not do it."""
     try:
         action(session)
         done.append(session["id"])
+        return None
     except RunnerUnavailable as exc:
         log.warning("watchdog could not start session %s: %s", session["id"], exc)
+        return f"runner unavailable: {exc}"
+
+
+def _report_unstartable(r: redis.Redis, session: dict | None, error: str, now: float,
+                        timeout: float) -> None:
+    """A wanted worker the runner cannot start is down like a crash loop, after the same grace
+    (no PING and no start for WAORCH_PING_TIMEOUT); CONNECTED or fresh PINGs resolve it."""
+    if session is None:
+        return
+    last_sign = max(session["last_ping"] or 0, session["started_at"] or 0)
+    if now - last_sign <= timeout:
+        return
+    alert_events.raise_alert(r, alert_events.SESSION_DOWN, session["id"],
+                             f"session {session['id']} cannot be started: {error}"[:500],
+                             severity="critical", data={"silent_for": round(now - last_sign)})
 
 
 def _relocate_stranded(r: redis.Redis) -> list[str]:
@@ -120,6 +143,10 @@ def _resolve_recovered(r: redis.Redis, now: float, timeout: float) -> None:
             elif session["status"] == "connected" and now - (session["last_ping"] or 0) <= timeout:
                 alert_events.resolve(r, alert_events.SESSION_DOWN, subject,
                                      f"session {subject} connected again")
+            elif session.get("desired") == "stopped" and session["status"] == "stopped":
+                # stopped on request (a ban stops it too, but keeps the status `banned`)
+                alert_events.resolve(r, alert_events.SESSION_DOWN, subject,
+                                     f"session {subject} was stopped on request")
         elif alert["kind"] == alert_events.PROXY_BURNED:
             if proxies is None:
                 proxies = {proxy_id(url): url for url in ProxyPool(r).urls()}
