@@ -56,6 +56,8 @@ beat_schedule = {
     "pump-session-queues": {"task": "tasks.maintenance.pump_queues", "schedule": 5.0},
     "requeue-expired-leases": {"task": "tasks.maintenance.requeue_expired", "schedule": 5.0},
     "recover-unrouted": {"task": "tasks.maintenance.recover_unrouted", "schedule": _conf.sweep_interval},
+    # messages left on banned/stopped/deleted sessions, and leases that expired there (docs/policy.md)
+    "reroute-lost-sessions": {"task": "tasks.maintenance.reroute_lost_sessions", "schedule": 30.0},
     "trust-review": {"task": "tasks.maintenance.trust_review", "schedule": 3600.0},
     # client webhook lanes whose backoff ended (or whose delivery task got lost)
     "client-webhook-retries": {"task": "tasks.events.sweep", "schedule": 10.0},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tasks import dispatch
 from tasks.celery_app import app
-from waorch import dispatching, settings
+from waorch import dispatching, rerouting, settings
 from waorch.redis_client import get_redis
 
 
@@ -27,3 +27,9 @@ def recover_unrouted() -> int:
     if stuck:
         dispatch.enqueue(stuck)
     return len(stuck)
+
+
+@app.task(name="tasks.maintenance.reroute_lost_sessions")
+def reroute_lost_sessions() -> int:
+    """Move unsent messages of dead, deleted or long-paused sessions to another sender (safety net)."""
+    return rerouting.sweep(get_redis())

@@ -7,13 +7,21 @@ import time
 
 import redis
 
-from waorch import bursts, keys, outbox, pacing, policy, recipient_protection, sessions, suppressions
+from waorch import (
+    bursts,
+    keys,
+    outbox,
+    pacing,
+    policy,
+    recipient_protection,
+    sessions,
+    settings,
+    suppressions,
+)
 from waorch.pacing import pace_for
+from waorch.sessions import DEAD_STATUSES
 
 log = logging.getLogger("waorch.dispatch")
-
-# Sessions in these states will not send again without an operator.
-DEAD_STATUSES = frozenset({"banned", "logged_out", "stopped"})
 
 
 def _pending(r: redis.Redis, session: dict) -> int:
@@ -32,11 +40,14 @@ def choose_sender(r: redis.Redis, record: dict, now: float | None = None) -> tup
     """The session that should send `record`, with why (or None and why not).
 
     Explicit `from`; else the recipient's sticky sender (the same person always hears from the
-    same number) unless it is dead; else the healthy session with the most spare budget.
+    same number) unless it is dead or paused for long (WAORCH_REROUTE_AFTER_PAUSE) while another
+    is not; else the healthy session with the most spare budget.
     """
     now = time.time() if now is None else now
     tenant = record["tenant"]
     live = [s for s in sessions.list_sessions(r, tenant) if s.get("status") not in DEAD_STATUSES]
+    long_pause = settings.get().reroute_after_pause
+    paused_long = {s["id"] for s in live if (s["paused_until"] or 0) - now > long_pause}
     wanted = record.get("from_requested")
     if wanted:
         for session in live:
@@ -44,7 +55,7 @@ def choose_sender(r: redis.Redis, record: dict, now: float | None = None) -> tup
                 return session, "requested sender"
         return None, f"no usable session of this tenant for sender {wanted}"
     sticky_id = r.get(keys.sticky_sender(tenant, record["to"]))
-    if sticky_id:
+    if sticky_id and (sticky_id not in paused_long or len(paused_long) == len(live)):
         for session in live:
             if session["id"] == sticky_id:
                 return session, "sticky sender of this recipient"
@@ -57,8 +68,9 @@ def choose_sender(r: redis.Redis, record: dict, now: float | None = None) -> tup
         spare, used = spare_budget(r, session, pol, now)
         ready = session["id"] in ready_ids
         healthy = ready and used["cooldown_until"] is None
-        scored.append(((healthy, ready, spare, session["id"]), session))
-    (healthy, ready, spare, _), best = max(scored, key=lambda pair: pair[0])
+        waits_less = session["id"] not in paused_long
+        scored.append(((healthy, ready, waits_less, spare, session["id"]), session))
+    (healthy, ready, _, spare, _), best = max(scored, key=lambda pair: pair[0])
     if healthy:
         return best, f"healthy session with the most spare budget ({spare} today)"
     if ready:
@@ -98,11 +110,12 @@ def dispatch_message(r: redis.Redis, msg_id: str, now: float | None = None) -> s
 def pump_session_queues(r: redis.Redis) -> int:
     """Reserve slots for every session with routed messages waiting; returns messages scheduled.
 
-    Also resolves burst alerts whose cooldown is over.
+    Dead sessions get none (waorch.rerouting moves their messages). Also resolves burst alerts
+    whose cooldown is over.
     """
     total = 0
     for session in sessions.list_sessions(r, None):
-        if r.llen(keys.session_queue(session["phone"])):
+        if session.get("status") not in DEAD_STATUSES and r.llen(keys.session_queue(session["phone"])):
             total += outbox.reserve_slots(r, session["id"], session["phone"], pace_for(session))
     bursts.resolve_finished(r)
     return total

@@ -55,6 +55,8 @@ def session_events(session_id: str) -> str:
 
 # --- waorch's own ----------------------------------------------------------------------------
 SESSIONS_ALL = "sessions:all"  # SET of every session id (desired or not)
+# HASH deleted session id -> JSON {phone, tenant, at}: its unsent messages still to reroute
+SESSIONS_GONE = "sessions:gone"
 
 
 def session_by_phone(phone: str) -> str:
@@ -158,12 +160,12 @@ def client_event_refs(event_id: str) -> str:
 
 
 def webhook_lane(sub_id: str, lane: int | str) -> str:
-    """LIST of "<event id> <queued_at>", delivered strictly in order."""
+    """LIST of "<event id> <queued_at> <order key>", in order per order key (message/session)."""
     return f"webhook:lane:{sub_id}:{lane}"
 
 
 def webhook_lane_state(sub_id: str, lane: int | str) -> str:
-    """HASH: attempts, next_at, last_error of the lane's head event."""
+    """HASH: block:<order key> per failing entity, the lane's pause, and a summary (last_error, ...)."""
     return f"webhook:lanestate:{sub_id}:{lane}"
 
 
@@ -234,3 +236,16 @@ def alert_wake(sink: str) -> str:
 def session_action_lock(session_id: str) -> str:
     """Lock held while an orchestrator task drives the runner for this session (one at a time)."""
     return f"session:action_lock:{session_id}"
+
+
+# --- claim wake-ups (waorch/claim_wakeup.py) ---------------------------------------------------
+OUTBOX_WAKE = "outbox:wake"  # pub/sub CHANNEL: a session id whose outbox may have become claimable
+
+
+# --- per-recipient send order (lua_scripts/accept_messages.lua, claim_message.lua) -------------
+ACCEPT_SEQ = "messages:accept_seq"  # STRING counter: acceptance order of every message
+
+
+def recipient_pending(tenant: str, to: str) -> str:
+    """ZSET msg id -> accept seq: the tenant's messages to `to` not yet sent or failed."""
+    return f"recipient:pending:{tenant}:{to}"

@@ -24,6 +24,8 @@ log = logging.getLogger("waorch.sessions")
 
 STATUSES = ("starting", "pairing", "connected", "disconnected", "error", "banned", "logged_out",
             "stopped")
+# Sessions in these states will not send again without an operator (their messages are rerouted).
+DEAD_STATUSES = frozenset({"banned", "logged_out", "stopped"})
 EVENTS_CAP = 200
 QR_TTL = 180  # a QR is only useful for a minute or two; an old one must not linger
 DEFAULT_PAUSE = 3600.0  # RESTRICTED without an `until`: pause this long
@@ -158,6 +160,10 @@ def transition(r: redis.Redis, session_id: str, status: str = "", *, force: bool
     if outcome == "missing":
         return None
     client_events.session_changed(r, session_id, old, new)
+    if (new != old and new in DEAD_STATUSES) or "paused_until" in (fields or {}):
+        from waorch import rerouting  # noqa: PLC0415  (import cycle)
+
+        rerouting.after_session_change(r, session_id)  # its messages go to another sender
     return old, new
 
 
@@ -229,9 +235,12 @@ def stop_session(r: redis.Redis, session_id: str, status: str = "stopped", reaso
 
 def delete_session(r: redis.Redis, session_id: str) -> bool:
     """Forget the session, free its proxy slot (sticky mapping kept), remove its worker; data stays."""
-    outcome, _phone, _url = lua.script(r, "session_delete")(args=[session_id, settings.get().proxy_ceiling])
+    outcome, phone, _url = lua.script(r, "session_delete")(args=[session_id, settings.get().proxy_ceiling])
     if outcome != "ok":
         return False
+    from waorch import rerouting  # noqa: PLC0415  (import cycle)
+
+    rerouting.after_session_deleted(r, session_id, phone)  # its unsent messages go elsewhere
     _run(r, {"id": session_id}, "remove")
     alert_events.resolve(r, alert_events.SESSION_DOWN, session_id, f"session {session_id} deleted")
     return True

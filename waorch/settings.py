@@ -87,6 +87,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WAORCH_BACKUP_KEEP", "7", "Newest backups kept in WAORCH_BACKUP_DIR; older ones are pruned."),
     Setting("WAORCH_RUNNER_ACTIONS", "local",
             "Session runner calls: `local` (in this process) or `queue` (task on queue orchestrator)."),
+    Setting("WAORCH_CLAIM_WAKEUP", "notify",
+            "Parked claims: `notify` (woken by pub/sub) or `poll` (re-check every 0.5 s, the old way)."),
+    Setting("WAORCH_CLAIM_RECHECK", "5", "Seconds between a notified parked claim's safety re-checks."),
+    Setting("WAORCH_RECIPIENT_ORDER", "on",
+            "`on`: a recipient gets a tenant's messages in acceptance order; `off`: no such check."),
+    Setting("WAORCH_REROUTE_AFTER_PAUSE", "3600",
+            "Seconds: a RESTRICTED session's messages move to another sender if its pause runs longer."),
 )
 
 _BY_ENV = {s.env: s for s in SETTINGS}
@@ -168,6 +175,10 @@ class Settings:
     backup_at: str
     backup_keep: int
     runner_actions: str
+    claim_wakeup: str
+    claim_recheck: float
+    recipient_order: str
+    reroute_after_pause: float
 
     @property
     def gateway_url(self) -> str:

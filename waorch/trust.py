@@ -24,7 +24,6 @@ log = logging.getLogger("waorch.trust")
 HISTORY_CAP = 100
 STATS_DAYS = 31  # hourly send/failure buckets kept this long
 NEIGHBOUR_BAN_DAYS = 7  # a neighbour's ban older than this is not news
-DEAD_STATUSES = frozenset({"banned", "logged_out", "stopped"})
 
 
 def stats_key(session_id: str) -> str:
@@ -219,7 +218,7 @@ def review(r: redis.Redis, now: float | None = None) -> list[dict[str, Any]]:
     everyone = sessions.list_sessions(r, None)
     changes = []
     for session in everyone:
-        if session.get("status") in DEAD_STATUSES:
+        if session.get("status") in sessions.DEAD_STATUSES:
             continue
         try:
             change = review_session(r, session, everyone, pol, now)
@@ -243,7 +242,7 @@ def after_ban(r: redis.Redis, banned_session_id: str, now: float | None = None) 
     changes = []
     for session in everyone:
         if session["id"] == banned_session_id or session.get("proxy_url") != banned["proxy_url"] \
-                or session.get("status") in DEAD_STATUSES:
+                or session.get("status") in sessions.DEAD_STATUSES:
             continue
         for other in _neighbour_bans(r, session, everyone, now):
             change = demote(r, session["id"], f"session {other['id']} on the same proxy was banned",
