@@ -4,7 +4,8 @@
 -- redeliver them after enabling it again. Also run for a lane found queued while disabled.
 -- ARGV[1] subscription id, ARGV[2] now, ARGV[3] reason, ARGV[4] dead letters keep (s),
 -- ARGV[5] dead-letter id prefix, ARGV[6] number of lanes, ARGV[7] lane of the failed attempt,
--- ARGV[8] attempts of that lane's head
+-- ARGV[8] attempts of the failed event, ARGV[9] that event's lane entry ('' or absent: the
+-- lane's head)
 -- Returns how many events were dead-lettered.
 local sub = ARGV[1]
 local record = redis.call('HMGET', k_sub(sub), 'tenant', 'url', 'disabled_at', 'disabled_reason')
@@ -19,7 +20,9 @@ for lane = 0, tonumber(ARGV[6]) - 1 do
   local entries = redis.call('LRANGE', k_lane(sub, lane), 0, -1)
   for position, entry in ipairs(entries) do
     local attempts, err = '0', 'not attempted: the webhook was disabled (' .. reason .. ')'
-    if position == 1 and tostring(lane) == ARGV[7] then attempts, err = ARGV[8], reason end
+    local failed = position == 1
+    if ARGV[9] and ARGV[9] ~= '' then failed = entry == ARGV[9] end
+    if failed and tostring(lane) == ARGV[7] then attempts, err = ARGV[8], reason end
     dead_letter(ARGV[5] .. moved, sub, tenant, url, lane, entry, attempts, err, ARGV[2], ARGV[4])
     moved = moved + 1
   end

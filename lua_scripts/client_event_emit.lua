@@ -6,7 +6,9 @@
 -- nobody advanced its client_seq meanwhile; an inbound mark is taken by exactly one emitter.
 -- ARGV[1] tenant, ARGV[2] lane, ARGV[3] now, ARGV[4] event ttl (s), ARGV[5] due time of a lane
 -- that was empty, ARGV[6] sequence hash key or '', ARGV[7] expected sequence, ARGV[8] new sequence,
--- ARGV[9] pending mark to settle or '', ARGV[10..] triples: event id, event type, event JSON
+-- ARGV[9] pending mark to settle or '', ARGV[10] order key (the message or session: kept with
+-- each lane entry, so one failing entity holds back only its own events),
+-- ARGV[11..] triples: event id, event type, event JSON
 -- Returns {'ok', '<sub>:<lane>' of each lane that was empty} or {'conflict'}
 if ARGV[6] ~= '' then
   if redis.call('EXISTS', ARGV[6]) == 0 then return {'conflict'} end
@@ -28,10 +30,10 @@ for _, sub in ipairs(subs) do
   if wanted and not found[2] then
     wanted = ',' .. wanted .. ','
     local lane_key = k_lane(sub, ARGV[2])
-    for i = 10, #ARGV, 3 do
+    for i = 11, #ARGV, 3 do
       if string.find(wanted, ',' .. ARGV[i + 1] .. ',', 1, true) then
         hold_event(ARGV[i], ARGV[i + 2], ARGV[4])
-        if redis.call('RPUSH', lane_key, ARGV[i] .. ' ' .. ARGV[3]) == 1 then
+        if redis.call('RPUSH', lane_key, ARGV[i] .. ' ' .. ARGV[3] .. ' ' .. ARGV[10]) == 1 then
           redis.call('ZADD', DUE, ARGV[5], sub .. ':' .. ARGV[2])
           woken[#woken + 1] = sub .. ':' .. ARGV[2]
         end

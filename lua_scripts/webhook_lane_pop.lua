@@ -1,13 +1,23 @@
 --! include webhook_lib
--- The lane's head event was delivered: drop it (only if it is still the head) and reset the
--- lane's retry state. A run that lost its lock must not pop an event it did not deliver.
--- ARGV[1] subscription id, ARGV[2] lane, ARGV[3] entry, ARGV[4] now
+-- An event of the lane was delivered: drop it and count it. With an order key (ARGV[5]) the entry
+-- may sit anywhere in the lane (entries of failing entities before it wait) and only that
+-- entity's failure state and the lane's pause are cleared; without one it must be the lane's head
+-- and the whole lane state is reset. A run that lost its lock must not pop an event it did not
+-- deliver.
+-- ARGV[1] subscription id, ARGV[2] lane, ARGV[3] entry, ARGV[4] now, ARGV[5] order key (optional)
 -- Returns 1 when popped, 0 otherwise.
 local sub, lane = ARGV[1], ARGV[2]
-if redis.call('LINDEX', k_lane(sub, lane), 0) ~= ARGV[3] then return 0 end
-redis.call('LPOP', k_lane(sub, lane))
+if ARGV[5] then
+  if redis.call('LREM', k_lane(sub, lane), 1, ARGV[3]) == 0 then return 0 end
+  redis.call('HDEL', k_state(sub, lane), 'block:' .. ARGV[5], 'paused_until', 'lane_attempts',
+             'fail_streak')
+  summarize_lane(sub, lane)
+else
+  if redis.call('LINDEX', k_lane(sub, lane), 0) ~= ARGV[3] then return 0 end
+  redis.call('LPOP', k_lane(sub, lane))
+  redis.call('DEL', k_state(sub, lane))
+end
 release_event((split_entry(ARGV[3])))
-redis.call('DEL', k_state(sub, lane))
 if redis.call('EXISTS', k_sub(sub)) == 1 then
   redis.call('HINCRBY', k_sub(sub), 'delivered', 1)
   redis.call('HSET', k_sub(sub), 'last_delivery_at', ARGV[4])

@@ -11,7 +11,11 @@ if ARGV[2] ~= '' and rec.tenant ~= ARGV[2] then return {'unknown'} end
 if redis.call('EXISTS', k_sub(rec.subscription)) == 0 or rec.event == '' then return {'gone'} end
 hold_event(rec.event_id, rec.event, ARGV[4])
 local woken = ''
-if redis.call('RPUSH', k_lane(rec.subscription, rec.lane), rec.event_id .. ' ' .. ARGV[3]) == 1 then
+local entry = rec.event_id .. ' ' .. ARGV[3]
+if rec.order_key and rec.order_key ~= '' and rec.order_key ~= rec.event_id then
+  entry = entry .. ' ' .. rec.order_key  -- back with its message or session (order per entity)
+end
+if redis.call('RPUSH', k_lane(rec.subscription, rec.lane), entry) == 1 then
   woken = rec.subscription .. ':' .. rec.lane
   redis.call('ZADD', DUE, ARGV[5], woken)
 end

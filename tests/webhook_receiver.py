@@ -1,11 +1,13 @@
 """A real HTTP endpoint on 127.0.0.1 standing in for a client's webhook receiver in tests.
 
 It records every POST (headers and exact body), answers with a configurable status after an
-optional delay, and can go down (port closed: connection refused) and come back on the same port.
+optional delay (or per event, through `rule`), and can go down (port closed: connection refused)
+and come back on the same port.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import ssl
 import threading
@@ -40,6 +42,8 @@ class WebhookReceiver(LocalHttpServer):
         self.host = host  # the name in the URL (the server always listens on 127.0.0.1)
         self.status = 200
         self.delay = 0.0
+        # per-event answer: event -> (status, delay) to answer that event differently, or None
+        self.rule = None
         self.deliveries: list[Delivery] = []
         self.attempts = 0  # requests seen, whatever was answered
         self._changed = threading.Condition()
@@ -52,9 +56,12 @@ class WebhookReceiver(LocalHttpServer):
         with self._changed:
             self.attempts += 1
             self._changed.notify_all()
-        if self.delay:
-            time.sleep(self.delay)
-        status = self.status
+        status, delay = self.status, self.delay
+        if self.rule is not None:
+            with contextlib.suppress(ValueError):
+                status, delay = self.rule(json.loads(body)) or (status, delay)
+        if delay:
+            time.sleep(delay)
         if 200 <= status < 300:
             with self._changed:
                 self.deliveries.append(Delivery(path, dict(headers), body))

@@ -2,7 +2,8 @@
 
 An event is `{"id", "type", "created_at", "data"}`. Emitting stores it once in Redis and queues
 it on one lane of each subscription that wants its type (a message or a session always maps to
-the same lane, which is delivered strictly in order), then asks Celery to deliver. Emitting
+the same lane; each entry keeps its order key, so delivery keeps the order per message/session
+and one failing entity does not hold back the others), then asks Celery to deliver. Emitting
 never raises from a hook: a client integration must not break or slow sending.
 
 Crash safety: the Lua that applies a change clients hear about also marks it in
@@ -65,12 +66,14 @@ def emit(r: redis.Redis, tenant: str, order_key: str, events: list[dict],
     `sequence` (hash key, expected client_seq, new client_seq) and `mark` (the pending mark to
     settle) guard against emitting a change twice; see client_event_emit.lua.
     """
+    if not order_key or any(c.isspace() for c in order_key):
+        raise ValueError("an order key is a non-empty id without spaces")
     now = time.time()
     conf = settings.get()
     args: list[Any] = [tenant, lane_for(order_key), f"{now:.3f}",
                        int(conf.webhook_retry_window + EVENT_TTL_MARGIN), f"{now + DIRECT_GRACE:.3f}"]
     args += list(sequence) if sequence else ["", 0, 0]
-    args.append(mark)
+    args += [mark, order_key]
     for event in events:
         args += [event["id"], event["type"], encode(event)]
     result = lua.script(r, "client_event_emit")(args=args)

@@ -1,13 +1,16 @@
 """Delivering client events: signed HTTP POSTs, one lane at a time, retried, then dead-lettered.
 
-A delivery run owns one lane of one subscription (a Redis lock) and POSTs its events head first;
-an event leaves the lane only once the client answered 2xx, so delivery is at least once and in
-order. A failure pauses the lane with exponential backoff and jitter; an event still failing at
-the end of WAORCH_WEBHOOK_RETRY_WINDOW (counted from when it was queued) becomes a dead letter.
+A delivery run owns one lane of one subscription (a Redis lock) and POSTs its events oldest
+first; an event leaves the lane only once the client answered 2xx, so delivery is at least once.
+A failure backs off only the entity (message or session) whose event failed: its events wait, in
+order, while the lane's other entities go on; several failures in a row (the endpoint is down)
+pause the whole lane. Backoff is exponential with jitter; an event still failing at the end of
+WAORCH_WEBHOOK_RETRY_WINDOW (counted from when it was queued) becomes a dead letter.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import secrets
@@ -27,6 +30,8 @@ log = logging.getLogger("waorch.webhook_delivery")
 
 USER_AGENT = "waorch-webhooks/1"
 MAX_EVENTS_PER_RUN = 200
+SCAN = 1000  # lane entries one pass looks through for the next event that may go
+DOWN_STREAK = 3  # failed attempts in a row, whatever the entity, that pause the whole lane
 # Retries this soon are scheduled by the delivering task itself (Celery countdown); later ones by
 # the sweep: the Redis broker redelivers tasks whose ETA lies beyond its visibility timeout.
 SELF_SCHEDULE_MAX = 60.0
@@ -106,55 +111,112 @@ def deliver_lane(r: redis.Redis, sub_id: str, lane: int) -> LaneRun:
         # events queued while it was being disabled (or redelivered meanwhile) join the dead letters
         return _disable(r, sub_id, lane, token, record.get("disabled_reason") or GONE, 0)
     secret = client_webhooks.unseal(record.get("secret", ""))
-    started = time.time()
+    started = now = time.time()
     delivered = dead = 0
-    state = r.hgetall(keys.webhook_lane_state(sub_id, lane))
-    attempts = int(state.get("attempts") or 0)
-    next_at = float(state.get("next_at") or 0)
-    if next_at > started:
-        return _release(r, sub_id, lane, token, LaneRun("retry", retry_in=next_at - started), next_at)
     while True:
-        now = time.time()
         if delivered >= MAX_EVENTS_PER_RUN or now - started > conf.webhook_timeout:
             return _release(r, sub_id, lane, token, LaneRun("more", delivered, dead), now + SWEEP_GRACE)
-        entry = r.lindex(keys.webhook_lane(sub_id, lane), 0)
-        if entry is None:
+        entries = r.lrange(keys.webhook_lane(sub_id, lane), 0, SCAN - 1)
+        if not entries:
             return _release(r, sub_id, lane, token, LaneRun("idle", delivered, dead), now + SWEEP_GRACE)
-        event_id, _, queued = entry.partition(" ")
+        state = LaneState.read(r, sub_id, lane)
+        if state.paused_until > now:
+            return _wait(r, sub_id, lane, token, LaneRun("retry", delivered, dead, state.paused_until - now))
+        entry, wake = pick(entries, state.blocks, now)
+        if entry is None:
+            return _wait(r, sub_id, lane, token, LaneRun("retry", delivered, dead, max(wake - now, 0.0)))
+        event_id, queued, key = split_entry(entry)
+        block = state.blocks.get(key)
         body = r.get(keys.client_event(event_id))
         if body is None:
             log.warning("client event %s expired before delivery; dropped from %s", event_id, sub_id)
-            _pop(r, sub_id, lane, entry, now)
+            _pop(r, sub_id, lane, entry, key, now)
             continue
-        ok, detail = _attempt(record, secret, event_id, body.encode(), conf.webhook_timeout, attempts + 1)
+        attempts = int(block["attempts"]) + 1 if block else 1
+        ok, detail = _attempt(record, secret, event_id, body.encode(), conf.webhook_timeout, attempts)
         now = time.time()
         if ok:
-            _pop(r, sub_id, lane, entry, now)
+            _pop(r, sub_id, lane, entry, key, now)
             delivered += 1
-            attempts = 0
             continue
-        attempts += 1
         if detail == GONE:
             log.warning("webhook %s answered 410 Gone: disabled", sub_id)
-            return _disable(r, sub_id, lane, token, GONE, attempts, delivered)
-        window_end = _number(queued) + conf.webhook_retry_window
-        if window_end <= now:
-            dead += int(lua.script(r, "webhook_dead_letter")(args=[
-                sub_id, lane, f"{now:.3f}", conf.webhook_retry_window, conf.webhook_dead_keep,
-                attempts, detail, f"dl_{secrets.token_hex(8)}_", DEAD_LETTER_BATCH]))
-            log.warning("webhook %s: %d event(s) dead-lettered after %s", sub_id, dead, detail)
-            if not r.llen(keys.webhook_lane(sub_id, lane)):
-                return _release(r, sub_id, lane, token, LaneRun("idle", delivered, dead), now)
-            attempts = 0  # the next head was not tried yet, but the endpoint just failed
-        delay = backoff(max(attempts, 1), conf.webhook_retry_base, conf.webhook_retry_max)
-        if attempts:
-            delay = min(delay, max(window_end - now, 0.0))
-        next_at = now + delay
-        r.hset(keys.webhook_lane_state(sub_id, lane), mapping={
-            "attempts": attempts, "next_at": f"{next_at:.3f}", "last_error": detail,
-            "failing_since": state.get("failing_since") or f"{now:.3f}"})
-        due = next_at + (SWEEP_GRACE if delay <= SELF_SCHEDULE_MAX else 0.0)
-        return _release(r, sub_id, lane, token, LaneRun("retry", delivered, dead, delay), due)
+            return _disable(r, sub_id, lane, token, GONE, attempts, delivered, entry)
+        dead += _failed(r, sub_id, lane, state, key, block, queued, attempts, detail, now)
+
+
+@dataclass(frozen=True)
+class LaneState:
+    """A lane's failure state: per entity whose events wait (`block:<order key>` → attempts,
+    next_at, since, error) and the lane's own pause while the endpoint looks down."""
+
+    blocks: dict[str, dict]
+    paused_until: float = 0.0
+    pauses: int = 0
+    streak: int = 0  # failed attempts in a row (any entity) since the last success
+
+    @classmethod
+    def read(cls, r: redis.Redis, sub_id: str, lane: int) -> LaneState:
+        found = r.hgetall(keys.webhook_lane_state(sub_id, lane))
+        blocks = {}
+        for name, value in found.items():
+            if name.startswith("block:"):
+                with suppress(ValueError):
+                    blocks[name[len("block:"):]] = json.loads(value)
+        return cls(blocks, _number(found.get("paused_until") or "0"), int(found.get("lane_attempts") or 0),
+                   int(found.get("fail_streak") or 0))
+
+
+def split_entry(entry: str) -> tuple[str, float, str]:
+    """`<event id> <queued_at> <order key>` → its parts; an entry without a key is its own entity."""
+    parts = entry.split(" ")
+    event_id = parts[0]
+    key = parts[2] if len(parts) > 2 and parts[2] else event_id
+    return event_id, _number(parts[1]) if len(parts) > 1 else 0.0, key
+
+
+def pick(entries: list[str], blocks: dict[str, dict], now: float) -> tuple[str | None, float]:
+    """The entry to try next: the first event of an entity that is not failing, else the first
+    event of the failing entity whose retry is due soonest; (None, when one is due) otherwise.
+
+    Only an entity's first event is ever tried, so its events keep their order; other entities
+    overtake a failing one (order between entities was never promised)."""
+    firsts: dict[str, str] = {}
+    for entry in entries:
+        key = split_entry(entry)[2]
+        if key not in blocks:
+            return entry, now
+        firsts.setdefault(key, entry)
+    wake, key = min((float(blocks[k].get("next_at") or 0), k) for k in firsts)
+    return (firsts[key], now) if wake <= now else (None, wake)
+
+
+def _failed(r: redis.Redis, sub_id: str, lane: int, state: LaneState, key: str, block: dict | None,
+            queued: float, attempts: int, detail: str, now: float) -> int:
+    """Back off the entity whose event failed (its events wait, the lane goes on), dead-letter
+    what outlived the retry window, and pause the lane when the endpoint itself looks down."""
+    conf = settings.get()
+    window_end = queued + conf.webhook_retry_window
+    dead = 0
+    new_block = ""
+    if window_end <= now:
+        dead = int(lua.script(r, "webhook_dead_letter")(args=[
+            sub_id, lane, f"{now:.3f}", conf.webhook_retry_window, conf.webhook_dead_keep, attempts,
+            detail, f"dl_{secrets.token_hex(8)}_", DEAD_LETTER_BATCH, key, SCAN]))
+        log.warning("webhook %s: %d event(s) dead-lettered after %s", sub_id, dead, detail)
+    else:
+        delay = min(backoff(attempts, conf.webhook_retry_base, conf.webhook_retry_max), window_end - now)
+        new_block = json.dumps({"attempts": attempts, "next_at": now + delay,
+                                "since": block["since"] if block else now, "error": detail})
+    streak = state.streak + 1
+    pause: list = ["", 0]
+    # a new entity failing right after another failure, or failures of several entities in a row:
+    # the endpoint is down or failing for everyone, not refusing one payload
+    if (block is None and state.streak >= 1) or streak >= DOWN_STREAK:
+        pauses = state.pauses + 1
+        pause = [f"{now + backoff(pauses, conf.webhook_retry_base, conf.webhook_retry_max):.6f}", pauses]
+    lua.script(r, "webhook_lane_block")(args=[sub_id, lane, key, new_block, streak, *pause])
+    return dead
 
 
 def _attempt(record: dict, secret: str | None, event_id: str, body: bytes, timeout: float,
@@ -176,8 +238,15 @@ def _number(text: str) -> float:
         return 0.0
 
 
-def _pop(r: redis.Redis, sub_id: str, lane: int, entry: str, now: float) -> None:
-    lua.script(r, "webhook_lane_pop")(args=[sub_id, lane, entry, f"{now:.3f}"])
+def _pop(r: redis.Redis, sub_id: str, lane: int, entry: str, key: str, now: float) -> None:
+    lua.script(r, "webhook_lane_pop")(args=[sub_id, lane, entry, f"{now:.3f}", key])
+
+
+def _wait(r: redis.Redis, sub_id: str, lane: int, token: str, run: LaneRun) -> LaneRun:
+    """Nothing is due before run.retry_in: the task schedules short waits itself, the sweep the rest."""
+    delay = run.retry_in or 0.0
+    due = time.time() + delay + (SWEEP_GRACE if delay <= SELF_SCHEDULE_MAX else 0.0)
+    return _release(r, sub_id, lane, token, run, due)
 
 
 def _release(r: redis.Redis, sub_id: str, lane: int, token: str, run: LaneRun, due: float) -> LaneRun:
@@ -189,12 +258,12 @@ def _release(r: redis.Redis, sub_id: str, lane: int, token: str, run: LaneRun, d
 
 
 def _disable(r: redis.Redis, sub_id: str, lane: int, token: str, reason: str, attempts: int,
-             delivered: int = 0) -> LaneRun:
+             delivered: int = 0, entry: str = "") -> LaneRun:
     """Disable the webhook; what its lanes hold becomes dead letters (redeliverable once enabled)."""
     now = time.time()
     dead = int(lua.script(r, "client_event_disable")(args=[
         sub_id, f"{now:.3f}", reason, settings.get().webhook_dead_keep, f"dl_{secrets.token_hex(8)}_",
-        client_webhooks.LANES, lane, attempts]))
+        client_webhooks.LANES, lane, attempts, entry]))
     _release(r, sub_id, lane, token, LaneRun("idle"), now)
     return LaneRun("disabled", delivered, dead)
 

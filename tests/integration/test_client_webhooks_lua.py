@@ -41,7 +41,7 @@ def test_emit_queues_per_subscription_by_type_and_wakes_only_empty_lanes(r, allo
     everything = subscribe(r)
     sessions_only = subscribe(r, ["session.status"])
     lane = client_events.lane_for("s1")
-    args_for = lambda eid, typ: [TENANT, lane, "100.0", 60, "160.0", "", 0, 0, "", eid, typ,  # noqa: E731
+    args_for = lambda eid, typ: [TENANT, lane, "100.0", 60, "160.0", "", 0, 0, "", "s1", eid, typ,  # noqa: E731
                                  json.dumps({"id": eid})]
     emit = lua.script(r, "client_event_emit")
     woken = emit(args=args_for("evt_a", "session.status"))
