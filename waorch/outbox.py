@@ -10,10 +10,11 @@ from typing import Any
 
 import redis
 
-from waorch import bursts, client_events, keys, lua, metrics, pacing, settings, trust
+from waorch import bursts, claim_wakeup, client_events, keys, lua, metrics, pacing, settings, trust
 from waorch.pacing import Pace
 
 RESERVE_BATCH = 50  # slots one reserve call may hand out
+POLL_INTERVAL = 0.5  # parked claims re-check this often in `poll` mode or while wake-ups are down
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ def reserve_slots(r: redis.Redis, session_id: str, phone: str, pace: Pace,
                                            batch=RESERVE_BATCH)
     for msg_id in suppressed:
         client_events.message_changed(r, msg_id)
+    if scheduled:
+        claim_wakeup.notify(r, session_id)
     return scheduled
 
 
@@ -69,16 +72,35 @@ def claim(r: redis.Redis, session_id: str, pace: Pace, now: float | None = None,
 def claim_waiting(r: redis.Redis, session_id: str, pace: Pace, wait: float) -> Claim:
     """Long-poll: claim, waiting up to `wait` seconds for a message to become due."""
     deadline = time.monotonic() + max(0.0, wait)
+    conf = settings.get()
+    if conf.claim_wakeup == "poll":
+        return _claim_polling(r, session_id, pace, deadline)
+    with claim_wakeup.watching(conf.redis_url, session_id) as watch:
+        while True:
+            mark = watch.mark()  # before the claim: a wake-up during it is not lost
+            result = claim(r, session_id, pace)
+            remaining = deadline - time.monotonic()
+            if result.outcome == "claimed" or remaining <= 0:
+                return result
+            # woken by a notification; else at the head's due time, else on the safety re-check
+            pause = conf.claim_recheck if watch.live else POLL_INTERVAL
+            if result.ready_at is not None:
+                pause = min(pause, max(0.02, result.ready_at - time.time()))
+            watch.wait(mark, min(pause, remaining))
+            claim_wakeup.rechecks[session_id] += 1
+
+
+def _claim_polling(r: redis.Redis, session_id: str, pace: Pace, deadline: float) -> Claim:
     while True:
         result = claim(r, session_id, pace)
         remaining = deadline - time.monotonic()
         if result.outcome == "claimed" or remaining <= 0:
             return result
-        # sleep until it is due, but wake regularly: new messages may arrive meanwhile
-        pause = 0.5
+        pause = POLL_INTERVAL  # new messages may arrive meanwhile
         if result.ready_at is not None:
             pause = min(pause, max(0.02, result.ready_at - time.time()))
         time.sleep(min(pause, remaining))
+        claim_wakeup.rechecks[session_id] += 1
 
 
 def ack(r: redis.Redis, session_id: str, msg_id: str, lease_token: str, wa_id: str,
@@ -109,6 +131,8 @@ def nack(r: redis.Redis, session_id: str, msg_id: str, lease_token: str, reason:
     )
     if outcome == "failed":
         client_events.message_changed(r, msg_id)
+    elif outcome == "retry":
+        claim_wakeup.notify(r, session_id)  # parked claims learn the retry's due time
     if outcome in ("retry", "failed"):
         trust.note_send(r, session_id, False, now)  # the trust review's failure rate
     return outcome
@@ -116,10 +140,13 @@ def nack(r: redis.Redis, session_id: str, msg_id: str, lease_token: str, reason:
 
 def requeue_expired(r: redis.Redis, session_id: str, now: float | None = None) -> int:
     now = time.time() if now is None else now
-    return int(lua.script(r, "requeue_expired_leases")(
+    requeued = int(lua.script(r, "requeue_expired_leases")(
         keys=[keys.session_leases(session_id), keys.session_outbox(session_id)],
         args=[f"{now:.6f}"],
     ))
+    if requeued:
+        claim_wakeup.notify(r, session_id)
+    return requeued
 
 
 def fail(r: redis.Redis, msg_id: str, reason: str, detail: str = "",
