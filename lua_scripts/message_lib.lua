@@ -20,6 +20,14 @@ local function mark_client_event(msg_id)
   end
 end
 
+-- The per-recipient order lane of a message (recipient:pending:<tenant>:<to>:<explicit from>):
+-- acceptance order holds among a tenant's messages to one person with the same explicit `from`
+-- (none: '', whichever session the sender choice picks). nil when the message has no recipient.
+local function order_lane(tenant, to, from)
+  if not tenant or not to then return nil end
+  return 'recipient:pending:' .. tenant .. ':' .. to .. ':' .. (from or '')
+end
+
 local function transition(msg_id, status, now, detail)
   -- fleet-wide counts for GET /metrics, kept here so a scrape never walks the messages
   local old = redis.call('HGET', MSG .. msg_id, 'status')
@@ -31,6 +39,12 @@ local function transition(msg_id, status, now, detail)
   if detail and detail ~= '' then entry.detail = detail end
   redis.call('RPUSH', HIST .. msg_id, cjson.encode(entry))
   if CLIENT_STATUS[status] then mark_client_event(msg_id) end
+  -- A message that reached its end no longer holds back later ones to the same person.
+  if TERMINAL[status] and not (old and TERMINAL[old]) then
+    local who = redis.call('HMGET', MSG .. msg_id, 'tenant', 'to', 'from_requested')
+    local lane = order_lane(who[1], who[2], who[3])
+    if lane then redis.call('ZREM', lane, msg_id) end
+  end
 end
 
 local function status_of(msg_id)

@@ -246,6 +246,7 @@ OUTBOX_WAKE = "outbox:wake"  # pub/sub CHANNEL: a session id whose outbox may ha
 ACCEPT_SEQ = "messages:accept_seq"  # STRING counter: acceptance order of every message
 
 
-def recipient_pending(tenant: str, to: str) -> str:
-    """ZSET msg id -> accept seq: the tenant's messages to `to` not yet sent or failed."""
-    return f"recipient:pending:{tenant}:{to}"
+def recipient_pending(tenant: str, to: str, sender: str = "") -> str:
+    """ZSET msg id -> accept seq: the tenant's messages to `to` with explicit `from` `sender`
+    ('' for none) not yet sent or failed; only the first may be claimed."""
+    return f"recipient:pending:{tenant}:{to}:{sender}"

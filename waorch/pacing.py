@@ -98,7 +98,8 @@ def claim(r: redis.Redis, session_id: str, pace: Pace, now: float, lease: int,
                   keys.session_pacing(session_id), sendlog_key(session_id), keys.session(session_id)],
             args=[_stamp(now), lease, token, pace.interval, pace.jitter, f"{pace.draw():.6f}",
                   pace.per_minute, pace.per_day or 0, "" if pace.level is None else pace.level,
-                  pace.recipient_daily_cap or 0, MAX_EXAMINED, f"{pace.draw():.6f}"],
+                  pace.recipient_daily_cap or 0, MAX_EXAMINED, f"{pace.draw():.6f}",
+                  "0" if settings.get().recipient_order == "off" else "1"],
         )
         if result[0] != "level":
             return result

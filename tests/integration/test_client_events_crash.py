@@ -154,7 +154,8 @@ def test_marks_of_what_is_gone_are_dropped(r, sub):
 
 
 def test_hooks_and_sweeps_racing_queue_each_transition_once(r, sub):
-    ids = [accept(r) for _ in range(12)]
+    # to 12 people: all are claimed before any ACK, which one person's messages would not be
+    ids = [accept(r, to=f"14155551{n:03d}") for n in range(12)]
     tokens = {}
     for msg_id in ids:
         tokens[msg_id] = claimed(r, msg_id, now=10 + len(tokens) * 2)

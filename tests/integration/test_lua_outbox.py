@@ -15,9 +15,10 @@ SESSION, PHONE = "s1", "14155550100"
 PACE = Pace(per_minute=60, jitter=0.3)  # 1 s mean interval, 0.7 s minimum gap
 
 
-def accept_n(r, n: int, tenant: str = "t1") -> list[str]:
-    records = [{"id": messages.new_message_id(), "to": "14155550123", "text": f"hello {i}"}
-               for i in range(n)]
+def accept_n(r, n: int, tenant: str = "t1", distinct: bool = False) -> list[str]:
+    """n messages to one person (sent in acceptance order), or with `distinct` to n people."""
+    records = [{"id": messages.new_message_id(), "to": f"1415555{i:04d}" if distinct else "14155550123",
+                "text": f"hello {i}"} for i in range(n)]
     messages.accept(r, tenant, records, {"ids": [rec["id"] for rec in records]})
     return [rec["id"] for rec in records]
 
@@ -110,13 +111,15 @@ def test_claim_waits_for_slot_and_pacing_gap(r):
     # second slot is due at 101 but the claim gap is at least 0.7 s after 100
     early = outbox.claim(r, SESSION, PACE, now=100.5)
     assert early.outcome == "wait" and early.ready_at >= 100.7
+    # the same person's next message waits for the first to be sent (per-recipient order)
+    assert outbox.ack(r, SESSION, ids[0], first.message["lease_token"], "WA0", now=100.6) == "ok"
     assert outbox.claim(r, SESSION, PACE, now=102.0).message["id"] == ids[1]
-    assert statuses(r, ids)[:2] == ["claimed", "claimed"]
+    assert statuses(r, ids)[:2] == ["sent", "claimed"]
 
 
 def test_concurrent_claimers_never_break_the_gap(r):
     """16 threads hammer claim for one session: one claim per minimum gap, no double claim."""
-    ids = accept_n(r, 40)
+    ids = accept_n(r, 40, distinct=True)  # nothing is acked: to one person only one would go
     route_all(r, ids)
     fast = Pace(per_minute=600, jitter=0.3)  # 0.1 s mean, 0.07 s min gap
     outbox.reserve_slots(r, SESSION, PHONE, Pace(per_minute=6000, jitter=0), now=0)

@@ -72,7 +72,9 @@ def test_sends_faster_than_the_level_allows_are_a_burst(r):
     """The worker reports 7 sends within 10 s where `new` allows 6 per minute (e.g. it sat on its
     claims and flushed them at once): cooldown, alert, and one trust rung down."""
     s = connected_session(r, "acme", "12025550163")
-    ids = accept(r, "acme", "14155550123", 9, from_requested=s["phone"])
+    # to 9 people: a claim to the same person waits for the previous one's ACK (recipient order)
+    ids = [m for i in range(9) for m in accept(r, "acme", f"141555501{i:02d}", 1,
+                                               from_requested=s["phone"])]
     t0 = 1_000_000.0
     for m in ids:
         outbox.route(r, m, s["id"], s["phone"], now=t0)

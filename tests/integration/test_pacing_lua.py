@@ -133,6 +133,8 @@ def test_pause_and_cooldown_hold_claims_and_reservations(r, fast_policy):
     assert r.zscore(keys.session_outbox(s["id"]), ids[0]) == pytest.approx(400.0)
     res = outbox.claim(r, s["id"], pace, now=401.0)
     assert res.outcome == "claimed"
+    # sent: the same person's next message waits for it otherwise (per-recipient order)
+    assert outbox.ack(r, s["id"], ids[0], res.message["lease_token"], "wa-1", now=402.0) == "ok"
     r.hset(keys.session_pacing(s["id"]), "cooldown_until", "900")
     held = outbox.claim(r, s["id"], pace, now=500.0)
     assert held.outcome == "wait" and held.ready_at == pytest.approx(900.0)
