@@ -1,5 +1,6 @@
 -- Shared by the message scripts (included at load time by waorch.lua, not a script of its own).
 -- Message keys are derived from ids inside scripts: waorch runs on one Redis primary.
+--! include client_event_mark_lib
 local MSG = 'msg:'
 local HIST = 'msg:history:'
 local TERMINAL = {sent = true, delivered = true, read = true, failed = true}
@@ -11,13 +12,8 @@ local CLIENT_STATUS = {sent = true, delivered = true, read = true, failed = true
 -- the process dies before its client event hook ran, the sweep (waorch.client_events) emits it.
 -- Only tenants with webhooks pay for it; the score is the server's clock (callers may pass
 -- other times as `now`), from which the sweep's grace period counts.
-local function mark_client_event(msg_id)
-  local tenant = redis.call('HGET', MSG .. msg_id, 'tenant')
-  if tenant and redis.call('EXISTS', 'webhooks:tenant:' .. tenant) == 1 then
-    local clock = redis.call('TIME')
-    redis.call('ZADD', 'client:events:pending', string.format('%d.%06d', clock[1], clock[2]),
-               'msg:' .. msg_id)
-  end
+local function mark_message_event(msg_id)
+  mark_client_event(redis.call('HGET', MSG .. msg_id, 'tenant'), 'msg:' .. msg_id)
 end
 
 -- The per-recipient order lane of a message (recipient:pending:<tenant>:<to>:<explicit from>):
@@ -38,7 +34,7 @@ local function transition(msg_id, status, now, detail)
   local entry = {status = status, at = tonumber(now)}
   if detail and detail ~= '' then entry.detail = detail end
   redis.call('RPUSH', HIST .. msg_id, cjson.encode(entry))
-  if CLIENT_STATUS[status] then mark_client_event(msg_id) end
+  if CLIENT_STATUS[status] then mark_message_event(msg_id) end
   -- A message that reached its end no longer holds back later ones to the same person.
   if TERMINAL[status] and not (old and TERMINAL[old]) then
     local who = redis.call('HMGET', MSG .. msg_id, 'tenant', 'to', 'from_requested')

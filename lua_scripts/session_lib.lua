@@ -1,5 +1,6 @@
 -- Shared by the session scripts (included at load time by waorch.lua, not a script of its own).
 -- Session keys are derived from ids inside scripts: waorch runs on one Redis primary.
+--! include client_event_mark_lib
 local function k_session(sid) return 'session:' .. sid end
 local function k_status_log(sid) return 'session:statuslog:' .. sid end
 local STATUS_LOG_CAP = 50  -- status changes kept for client events not emitted yet
@@ -23,11 +24,7 @@ local function note_status_change(sid, old, new, now)
   redis.call('RPUSH', k_status_log(sid), cjson.encode({seq = seq, status = new, previous = old,
                                                        at = tonumber(now), detail = record[2] or ''}))
   redis.call('LTRIM', k_status_log(sid), -STATUS_LOG_CAP, -1)
-  if record[1] and redis.call('EXISTS', 'webhooks:tenant:' .. record[1]) == 1 then
-    local clock = redis.call('TIME')
-    redis.call('ZADD', 'client:events:pending', string.format('%d.%06d', clock[1], clock[2]),
-               'session:' .. sid)
-  end
+  mark_client_event(record[1], 'session:' .. sid)
 end
 
 local function push_event(sid, event_json, cap)
