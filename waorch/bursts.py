@@ -13,7 +13,7 @@ import time
 
 import redis
 
-from waorch import alert_events, keys, lua, pacing, policy, sessions, trust
+from waorch import alert_events, keys, lua, policy, sessions, trust
 
 log = logging.getLogger("waorch.bursts")
 
@@ -64,7 +64,7 @@ def after_send(r: redis.Redis, session_id: str, msg_id: str, sent_at: float,
     window = pol.bursts.send_window
     allowed = max(1, math.floor(pol.bursts.send_factor * level.per_minute * window / 60))
     outcome, count, until = lua.script(r, "burst_send_log")(
-        keys=[pacing.sent_key(session_id), keys.session_pacing(session_id)],
+        keys=[keys.session_sent(session_id), keys.session_pacing(session_id)],
         args=[f"{now:.6f}", f"{sent_at:.6f}", msg_id, window, allowed,
               pol.bursts.cooldown_send],
     )

@@ -9,7 +9,7 @@ from typing import Any
 import redis
 
 import celeryconfig
-from waorch import keys, messages, pacing
+from waorch import keys, messages
 
 CELERY_UNACKED = "unacked"  # kombu's HASH of delivered, not yet acknowledged tasks
 RECENT_SCANNED = 500  # newest messages looked at for the recent lists (bounded work per poll)
@@ -34,7 +34,7 @@ def session_load(r: redis.Redis, now: float) -> list[dict[str, Any]]:
         pipe.zcard(keys.session_outbox(sid))
         pipe.zcard(keys.session_leases(sid))
         # the send log holds claims of the last 24 h: the window of the per-day budget
-        pipe.zcount(pacing.sendlog_key(sid), f"({now - DAY:.6f}", "+inf")
+        pipe.zcount(keys.session_sendlog(sid), f"({now - DAY:.6f}", "+inf")
     counts = pipe.execute()
     found = []
     for index, (sid, phone) in enumerate(zip(ids, phones, strict=True)):

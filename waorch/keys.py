@@ -250,3 +250,29 @@ def recipient_pending(tenant: str, to: str, sender: str = "") -> str:
     """ZSET msg id -> accept seq: the tenant's messages to `to` with explicit `from` `sender`
     ('' for none) not yet sent or failed; only the first may be claimed."""
     return f"recipient:pending:{tenant}:{to}:{sender}"
+
+
+# --- pacing, trust, suppressions (waorch/pacing.py, trust.py, suppressions.py; docs/policy.md) --
+def session_sendlog(session_id: str) -> str:
+    """ZSET of the session's claims (member "<msg>:<attempt>", score claim time)."""
+    return f"session:sendlog:{session_id}"
+
+
+def session_sent(session_id: str) -> str:
+    """ZSET msg id -> sent_at of recent sends, as the worker reported them (send bursts)."""
+    return f"session:sent:{session_id}"
+
+
+def session_trust(session_id: str) -> str:
+    """HASH: changed_at, last incident, sent/failed hourly buckets of the trust review."""
+    return f"session:trust:{session_id}"
+
+
+def session_trust_history(session_id: str) -> str:
+    """Capped LIST of the session's trust changes (JSON), newest first."""
+    return f"session:trust:events:{session_id}"
+
+
+def suppressions(tenant: str) -> str:
+    """HASH phone -> JSON {reason, source, at}: recipients the tenant must not message."""
+    return f"suppressions:{tenant}"

@@ -23,16 +23,6 @@ _RANDOM = random.SystemRandom()
 _LEVEL_RETRIES = 3  # a trust level changing under a claim is re-read this often
 
 
-def sendlog_key(session_id: str) -> str:
-    """ZSET of the session's claims (member "<msg>:<attempt>", score claim time)."""
-    return f"session:sendlog:{session_id}"
-
-
-def sent_key(session_id: str) -> str:
-    """ZSET msg id -> sent_at of recent sends, as the worker reported them."""
-    return f"session:sent:{session_id}"
-
-
 @dataclass(frozen=True)
 class Pace:
     per_minute: float
@@ -82,7 +72,8 @@ def reserve(r: redis.Redis, session_id: str, phone: str, pace: Pace, now: float 
     randoms = [f"{pace.draw(rng):.6f}" for _ in range(batch)]
     out = lua.script(r, "reserve_send_slot")(
         keys=[keys.session_queue(phone), keys.session_outbox(session_id),
-              keys.session_pacing(session_id), sendlog_key(session_id), keys.session(session_id)],
+              keys.session_pacing(session_id), keys.session_sendlog(session_id),
+              keys.session(session_id)],
         args=[_stamp(now), pace.interval, pace.jitter, settings.get().schedule_horizon,
               pace.per_day or 0, *randoms],
     )
@@ -95,7 +86,8 @@ def claim(r: redis.Redis, session_id: str, pace: Pace, now: float, lease: int,
     for _ in range(_LEVEL_RETRIES):
         result = lua.script(r, "claim_message")(
             keys=[keys.session_outbox(session_id), keys.session_leases(session_id),
-                  keys.session_pacing(session_id), sendlog_key(session_id), keys.session(session_id)],
+                  keys.session_pacing(session_id), keys.session_sendlog(session_id),
+                  keys.session(session_id)],
             args=[_stamp(now), lease, token, pace.interval, pace.jitter, f"{pace.draw():.6f}",
                   pace.per_minute, pace.per_day or 0, "" if pace.level is None else pace.level,
                   pace.recipient_daily_cap or 0, MAX_EXAMINED, f"{pace.draw():.6f}",
@@ -110,7 +102,7 @@ def claim(r: redis.Redis, session_id: str, pace: Pace, now: float, lease: int,
 def usage(r: redis.Redis, session_id: str, now: float | None = None) -> dict[str, float | int | None]:
     """What the session used of its budgets and when its cooldown ends (for sender choice, API)."""
     now = time.time() if now is None else now
-    log = sendlog_key(session_id)
+    log = keys.session_sendlog(session_id)
     pipe = r.pipeline(transaction=False)
     pipe.zcount(log, f"({now - 60:.6f}", "+inf")
     pipe.zcount(log, f"({now - 86400:.6f}", "+inf")

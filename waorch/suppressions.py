@@ -13,11 +13,9 @@ from typing import Any
 
 import redis
 
+from waorch import keys
+
 MAX_REASON = 200
-
-
-def key(tenant: str) -> str:
-    return f"suppressions:{tenant}"
 
 
 def add(r: redis.Redis, tenant: str, phone: str, reason: str = "", source: str = "api",
@@ -25,22 +23,22 @@ def add(r: redis.Redis, tenant: str, phone: str, reason: str = "", source: str =
     """Suppress `phone` for `tenant`; (the record, True if new). An existing entry is kept as it was."""
     record = {"phone": phone, "reason": (reason or "")[:MAX_REASON], "source": source[:100],
               "at": time.time() if at is None else at}
-    created = bool(r.hsetnx(key(tenant), phone, json.dumps(record, sort_keys=True)))
+    created = bool(r.hsetnx(keys.suppressions(tenant), phone, json.dumps(record, sort_keys=True)))
     return (record if created else get(r, tenant, phone) or record), created
 
 
 def remove(r: redis.Redis, tenant: str, phone: str) -> bool:
     """Lift a suppression; False when there was none."""
-    return bool(r.hdel(key(tenant), phone))
+    return bool(r.hdel(keys.suppressions(tenant), phone))
 
 
 def get(r: redis.Redis, tenant: str, phone: str) -> dict[str, Any] | None:
-    raw = r.hget(key(tenant), phone)
+    raw = r.hget(keys.suppressions(tenant), phone)
     return _parse(phone, raw) if raw else None
 
 
 def is_suppressed(r: redis.Redis, tenant: str, phone: str) -> bool:
-    return bool(r.hexists(key(tenant), phone))
+    return bool(r.hexists(keys.suppressions(tenant), phone))
 
 
 def suppressed_among(r: redis.Redis, tenant: str, phones: list[str]) -> set[str]:
@@ -50,7 +48,7 @@ def suppressed_among(r: redis.Redis, tenant: str, phones: list[str]) -> set[str]
     unique = list(dict.fromkeys(phones))
     pipe = r.pipeline(transaction=False)
     for phone in unique:
-        pipe.hexists(key(tenant), phone)
+        pipe.hexists(keys.suppressions(tenant), phone)
     return {phone for phone, hit in zip(unique, pipe.execute(), strict=True) if hit}
 
 
@@ -59,14 +57,14 @@ def list_page(r: redis.Redis, tenant: str, cursor: int = 0,
     """One page of the tenant's suppressions (HSCAN order) and the cursor of the next, if any."""
     items: list[dict[str, Any]] = []
     while True:
-        cursor, found = r.hscan(key(tenant), cursor=cursor, count=limit)
+        cursor, found = r.hscan(keys.suppressions(tenant), cursor=cursor, count=limit)
         items += [_parse(phone, raw) for phone, raw in found.items()]
         if cursor == 0 or len(items) >= limit:
             return sorted(items, key=lambda i: (i["at"], i["phone"])), (cursor or None)
 
 
 def count(r: redis.Redis, tenant: str) -> int:
-    return int(r.hlen(key(tenant)))
+    return int(r.hlen(keys.suppressions(tenant)))
 
 
 def _parse(phone: str, raw: str) -> dict[str, Any]:

@@ -17,21 +17,13 @@ from typing import Any
 
 import redis
 
-from waorch import lua, policy, sessions
+from waorch import keys, lua, policy, sessions
 
 log = logging.getLogger("waorch.trust")
 
 HISTORY_CAP = 100
 STATS_DAYS = 31  # hourly send/failure buckets kept this long
 NEIGHBOUR_BAN_DAYS = 7  # a neighbour's ban older than this is not news
-
-
-def stats_key(session_id: str) -> str:
-    return f"session:trust:{session_id}"
-
-
-def history_key(session_id: str) -> str:
-    return f"session:trust:events:{session_id}"
 
 
 def _hour(at: float) -> str:
@@ -69,7 +61,7 @@ def set_level(r: redis.Redis, session_id: str, level: str, reason: str, by: str 
         if outcome == "ok":
             log.info("session %s trust %s -> %s (%s, by %s)", session_id, old, level, reason, by)
             if incident:
-                r.hset(stats_key(session_id), "last_incident", reason[:300])
+                r.hset(keys.session_trust(session_id), "last_incident", reason[:300])
             return change
         if outcome != "conflict":
             return None
@@ -99,7 +91,8 @@ def demote(r: redis.Redis, session_id: str, reason: str, by: str = "policy",
 
 def record_incident(r: redis.Redis, session_id: str, reason: str, now: float | None = None) -> None:
     now = time.time() if now is None else now
-    r.hset(stats_key(session_id), mapping={"last_incident_at": f"{now:.3f}", "last_incident": reason[:300]})
+    r.hset(keys.session_trust(session_id),
+           mapping={"last_incident_at": f"{now:.3f}", "last_incident": reason[:300]})
 
 
 def note_restricted(r: redis.Redis, session_id: str, before: str, reason: str, until: float | None,
@@ -110,9 +103,9 @@ def note_restricted(r: redis.Redis, session_id: str, before: str, reason: str, u
     change = {"session": session_id, "from": before, "to": "restricted", "reason": text[:300],
               "by": "whatsapp", "at": now, "paused_until": until}
     pipe = r.pipeline(transaction=True)
-    pipe.lpush(history_key(session_id), json.dumps(change, sort_keys=True))
-    pipe.ltrim(history_key(session_id), 0, HISTORY_CAP - 1)
-    pipe.hset(stats_key(session_id), mapping={"changed_at": f"{now:.3f}",
+    pipe.lpush(keys.session_trust_history(session_id), json.dumps(change, sort_keys=True))
+    pipe.ltrim(keys.session_trust_history(session_id), 0, HISTORY_CAP - 1)
+    pipe.hset(keys.session_trust(session_id), mapping={"changed_at": f"{now:.3f}",
                                               "last_incident_at": f"{now:.3f}",
                                               "last_incident": text[:300]})
     pipe.execute()
@@ -120,7 +113,7 @@ def note_restricted(r: redis.Redis, session_id: str, before: str, reason: str, u
 
 def history(r: redis.Redis, session_id: str, limit: int = 50) -> list[dict[str, Any]]:
     """Recent trust changes of the session, newest first."""
-    return [json.loads(x) for x in r.lrange(history_key(session_id), 0, max(0, limit - 1))]
+    return [json.loads(x) for x in r.lrange(keys.session_trust_history(session_id), 0, max(0, limit - 1))]
 
 
 # --- send statistics -----------------------------------------------------------------------------
@@ -129,9 +122,9 @@ def note_send(r: redis.Redis, session_id: str, ok: bool, at: float | None = None
     """Count a send (ACK) or a failed attempt (NACK) for the review's failure rate."""
     at = time.time() if at is None else at
     pipe = r.pipeline(transaction=False)
-    pipe.hincrby(stats_key(session_id), f"{'sent' if ok else 'failed'}:{_hour(at)}", 1)
+    pipe.hincrby(keys.session_trust(session_id), f"{'sent' if ok else 'failed'}:{_hour(at)}", 1)
     if ok:
-        pipe.hincrby(stats_key(session_id), "sent_total", 1)
+        pipe.hincrby(keys.session_trust(session_id), "sent_total", 1)
     pipe.execute()
 
 
@@ -154,7 +147,7 @@ def _prune(r: redis.Redis, session_id: str, stats: dict[str, str], now: float) -
     stale = [n for n in stats if n.partition(":")[0] in ("sent", "failed")
              and n.partition(":")[2] < oldest]
     if stale:
-        r.hdel(stats_key(session_id), *stale)
+        r.hdel(keys.session_trust(session_id), *stale)
 
 
 # --- the review ----------------------------------------------------------------------------------
@@ -170,7 +163,8 @@ def _neighbour_bans(r: redis.Redis, session: dict, everyone: list[dict], now: fl
         if other["id"] == session["id"] or other.get("proxy_url") != url:
             continue
         recent_ban = other.get("status") == "banned" and (other.get("status_at") or 0) >= since
-        if recent_ban and r.hsetnx(stats_key(session["id"]), f"seen_ban:{other['id']}", f"{now:.3f}"):
+        seen_key = f"seen_ban:{other['id']}"
+        if recent_ban and r.hsetnx(keys.session_trust(session["id"]), seen_key, f"{now:.3f}"):
             found.append(other)
     return found
 
@@ -184,7 +178,7 @@ def review_session(r: redis.Redis, session: dict, everyone: list[dict], pol: pol
         for other in _neighbour_bans(r, session, everyone, now):
             return demote(r, sid, f"session {other['id']} on the same proxy was banned", by="review",
                           now=now)
-    stats = r.hgetall(stats_key(sid))
+    stats = r.hgetall(keys.session_trust(sid))
     _prune(r, sid, stats, now)
     sent, failed = send_stats(stats, now, rules.demote_window_hours)
     attempts = sent + failed
