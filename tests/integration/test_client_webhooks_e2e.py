@@ -15,7 +15,7 @@ import requests
 from tests.api_client import ApiClient
 from tests.celery_worker import CeleryWorker
 from tests.webhook_receiver import WebhookReceiver, free_port
-from waorch import apikeys, sessions, settings, signing
+from waorch import sessions, settings, signing
 
 SECRET = "e2e-webhook-secret-0123"
 TO = "+14155550123"
@@ -34,11 +34,10 @@ def env(redis_url, monkeypatch, tmp_path):
 
 
 @pytest.fixture
-def admin(env, gateway, r) -> ApiClient:
-    client = ApiClient(gateway.url, apikeys.create_key(r, "acme", "send,read,admin"))
-    proxy = client.post("/api/proxies", json={"url": "socks5h://u:p@127.0.0.2:1080"})
+def admin(env, admin_client) -> ApiClient:
+    proxy = admin_client.post("/api/proxies", json={"url": "socks5h://u:p@127.0.0.2:1080"})
     assert proxy.status_code == 201, proxy.text
-    return client
+    return admin_client
 
 
 class SignedWorker:

@@ -89,7 +89,7 @@ def test_opt_out_is_per_tenant(gateway, r):
     assert globex.get("/api/suppressions").json()["items"] == []
 
 
-def test_suppressions_api(gateway, api_client, admin_key, r):
+def test_suppressions_api(gateway, api_client, admin_client, r):
     made = api_client.post("/api/suppressions", json={"phone": "+1 415 555 0123", "reason": "asked by phone"})
     assert made.status_code == 201, made.text
     assert made.json()["phone"] == PERSON and made.json()["source"] == "api"
@@ -104,15 +104,14 @@ def test_suppressions_api(gateway, api_client, admin_key, r):
     # lifting an opt-out is an operator's decision
     denied = api_client.delete(f"/api/suppressions/{PERSON}")
     assert denied.status_code == 403
-    admin = ApiClient(gateway.url, admin_key)
-    assert admin.delete(f"/api/suppressions/{PERSON}").status_code == 204
-    assert admin.delete(f"/api/suppressions/{PERSON}").status_code == 404
+    assert admin_client.delete(f"/api/suppressions/{PERSON}").status_code == 204
+    assert admin_client.delete(f"/api/suppressions/{PERSON}").status_code == 404
     assert api_client.send(f"+{PERSON}", "welcome back").status_code == 202
     # another tenant's list: admin keys only
     other = ApiClient(gateway.url, apikeys.create_key(r, "globex", "send,read"))
     other.post("/api/suppressions", json={"phone": "+14155550177"})
     assert api_client.get("/api/suppressions", params={"tenant": "globex"}).status_code == 403
-    seen = admin.get("/api/suppressions", params={"tenant": "globex"}).json()
+    seen = admin_client.get("/api/suppressions", params={"tenant": "globex"}).json()
     assert [i["phone"] for i in seen["items"]] == ["14155550177"]
     assert ApiClient(gateway.url).get("/api/suppressions", key=None).status_code == 401
 

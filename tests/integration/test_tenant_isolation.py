@@ -27,16 +27,15 @@ def dead_letter(r, sub_id: str, event_id: str) -> str:
 
 
 @pytest.fixture
-def world(gateway, r, monkeypatch):
+def world(gateway, admin_client, r, monkeypatch):
     """Two tenants, each with a session, a message, an inbound reply, a webhook, a dead letter."""
     monkeypatch.setenv("WAORCH_WEBHOOK_ALLOWLIST", "127.0.0.1/32")
     settings.get.cache_clear()
-    admin = ApiClient(gateway.url, apikeys.create_key(r, "acme", "send,read,admin"))
-    assert admin.post("/api/proxies", json={"url": "socks5h://u:p@127.0.0.2:1080"}).status_code == 201
-    found = {"admin": admin}
+    assert admin_client.post("/api/proxies", json={"url": "socks5h://u:p@127.0.0.2:1080"}).status_code == 201
+    found = {"admin": admin_client}
     for tenant, phone in PHONES.items():
         client = ApiClient(gateway.url, apikeys.create_key(r, tenant, "send,read"))
-        created = admin.post("/api/sessions", json={"phone": phone, "tenant": tenant})
+        created = admin_client.post("/api/sessions", json={"phone": phone, "tenant": tenant})
         assert created.status_code == 201, created.text
         session = sessions.get_session(r, created.json()["id"])
         worker_events.ingest(r, session, "INBOUND", {"from": "14155550123", "text": f"hi {tenant}",

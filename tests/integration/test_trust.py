@@ -40,7 +40,7 @@ def sends(r, sid: str, ok: int, failed: int, at: float) -> None:
         trust.note_send(r, sid, False, at)
 
 
-def test_trust_api_reads_and_changes_with_a_reason(gateway, api_client, admin_key, r):
+def test_trust_api_reads_and_changes_with_a_reason(gateway, api_client, admin_client, r):
     s = connected_session(r, "acme", "12025550151")
     shown = api_client.get(f"/api/sessions/{s['id']}/trust")
     assert shown.status_code == 200, shown.text
@@ -49,8 +49,7 @@ def test_trust_api_reads_and_changes_with_a_reason(gateway, api_client, admin_ke
     assert body["used"] == {"last_minute": 0, "last_day": 0} and body["history"] == []
     change = {"trust_level": "warming", "reason": "verified business account"}
     assert api_client.request("PUT", f"/api/sessions/{s['id']}/trust", json=change).status_code == 403
-    admin = ApiClient(gateway.url, admin_key)
-    done = admin.request("PUT", f"/api/sessions/{s['id']}/trust", json=change)
+    done = admin_client.request("PUT", f"/api/sessions/{s['id']}/trust", json=change)
     assert done.status_code == 200, done.text
     assert done.json()["trust_level"] == "warming" and done.json()["budget"]["per_minute"] == 240
     [entry] = done.json()["history"]
@@ -58,7 +57,7 @@ def test_trust_api_reads_and_changes_with_a_reason(gateway, api_client, admin_ke
         "new", "warming", "operator", "verified business account")
     events = api_client.get(f"/api/sessions/{s['id']}/events").json()["events"]
     assert any(e["event"] == "TRUST" and e["data"]["to"] == "warming" for e in events)
-    unknown = admin.request("PUT", f"/api/sessions/{s['id']}/trust", json={"trust_level": "vip"})
+    unknown = admin_client.request("PUT", f"/api/sessions/{s['id']}/trust", json={"trust_level": "vip"})
     assert unknown.status_code == 422 and "trust_level" in unknown.json()["errors"]
     stranger = ApiClient(gateway.url, apikeys.create_key(r, "globex", "read"))
     assert stranger.get(f"/api/sessions/{s['id']}/trust").status_code == 404
@@ -151,11 +150,10 @@ def test_review_task_body(r):
     assert level(r, s["id"]) == "warming"
 
 
-def test_sessions_are_created_only_with_a_level_of_the_policy(gateway, admin_key, r):
+def test_sessions_are_created_only_with_a_level_of_the_policy(admin_client, r):
     ProxyPool(r).add("socks5h://u:p@127.0.0.41:1080")
-    admin = ApiClient(gateway.url, admin_key)
-    typo = admin.post("/api/sessions", json={"phone": "+12025550158", "trust_level": "trustd"})
+    typo = admin_client.post("/api/sessions", json={"phone": "+12025550158", "trust_level": "trustd"})
     assert typo.status_code == 422 and "trust_level" in typo.json()["errors"]
-    made = admin.post("/api/sessions", json={"phone": "+12025550158", "trust_level": "warming"})
+    made = admin_client.post("/api/sessions", json={"phone": "+12025550158", "trust_level": "warming"})
     assert made.status_code == 201, made.text
     assert made.json()["trust_level"] == "warming"
