@@ -8,14 +8,6 @@ local RANK = {sent = 1, delivered = 2, read = 3}
 -- Statuses clients hear about (message.status events, waorch.client_events).
 local CLIENT_STATUS = {sent = true, delivered = true, read = true, failed = true}
 
--- A status clients hear about is marked as not emitted yet in the same step that applies it: if
--- the process dies before its client event hook ran, the sweep (waorch.client_events) emits it.
--- Only tenants with webhooks pay for it; the score is the server's clock (callers may pass
--- other times as `now`), from which the sweep's grace period counts.
-local function mark_message_event(msg_id)
-  mark_client_event(redis.call('HGET', MSG .. msg_id, 'tenant'), 'msg:' .. msg_id)
-end
-
 -- The per-recipient order lane of a message (recipient:pending:<tenant>:<to>:<explicit from>):
 -- acceptance order holds among a tenant's messages to one person with the same explicit `from`
 -- (none: '', whichever session the sender choice picks). nil when the message has no recipient.
@@ -25,8 +17,9 @@ local function order_lane(tenant, to, from)
 end
 
 local function transition(msg_id, status, now, detail)
+  local m = redis.call('HMGET', MSG .. msg_id, 'status', 'tenant', 'to', 'from_requested')
+  local old = m[1]
   -- fleet-wide counts for GET /metrics, kept here so a scrape never walks the messages
-  local old = redis.call('HGET', MSG .. msg_id, 'status')
   if old then redis.call('HINCRBY', 'metrics:messages:state', old, -1) end
   redis.call('HINCRBY', 'metrics:messages:state', status, 1)
   redis.call('HINCRBY', 'metrics:messages:entered', status, 1)
@@ -34,11 +27,14 @@ local function transition(msg_id, status, now, detail)
   local entry = {status = status, at = tonumber(now)}
   if detail and detail ~= '' then entry.detail = detail end
   redis.call('RPUSH', HIST .. msg_id, cjson.encode(entry))
-  if CLIENT_STATUS[status] then mark_message_event(msg_id) end
+  -- A status clients hear about is marked as not emitted yet in the same step that applies it: if
+  -- the process dies before its client event hook ran, the sweep (waorch.client_events) emits it.
+  -- Only tenants with webhooks pay for it; the score is the server's clock (callers may pass
+  -- other times as `now`), from which the sweep's grace period counts.
+  if CLIENT_STATUS[status] then mark_client_event(m[2], 'msg:' .. msg_id) end
   -- A message that reached its end no longer holds back later ones to the same person.
   if TERMINAL[status] and not (old and TERMINAL[old]) then
-    local who = redis.call('HMGET', MSG .. msg_id, 'tenant', 'to', 'from_requested')
-    local lane = order_lane(who[1], who[2], who[3])
+    local lane = order_lane(m[2], m[3], m[4])
     if lane then redis.call('ZREM', lane, msg_id) end
   end
 end
