@@ -14,6 +14,7 @@ import requests
 
 from tests.api_client import ApiClient
 from tests.celery_worker import CeleryWorker
+from tests.waiting import wait_for
 from tests.webhook_receiver import WebhookReceiver, free_port
 from waorch import sessions, settings, signing
 
@@ -131,6 +132,10 @@ def test_a_message_life_and_a_reply_arrive_signed_and_in_order(admin, r, env):
     assert [i["text"] for i in listed] == ["thanks!"]
 
 
+def delivery_of(admin: ApiClient, sub_id: str) -> dict:
+    return admin.get(f"/api/webhooks/{sub_id}").json()["delivery"]
+
+
 def test_an_endpoint_down_for_a_while_gets_everything_once_back(admin, r, env):
     receiver = WebhookReceiver(free_port())  # not started: connection refused
     with CeleryWorker(env):
@@ -138,13 +143,10 @@ def test_an_endpoint_down_for_a_while_gets_everything_once_back(admin, r, env):
         worker = connected_session(admin, r, "+4915123456702")
         msg_id = send(admin)
         whole_life(worker, msg_id)
-        deadline = time.monotonic() + 60
-        while True:  # the deliveries really are failing and being retried meanwhile
-            delivery = admin.get(f"/api/webhooks/{sub_id}").json()["delivery"]
-            if delivery["last_error"] and delivery["pending"] >= 5:
-                break
-            assert time.monotonic() < deadline, delivery
-            time.sleep(0.3)
+        # the deliveries really are failing and being retried meanwhile
+        delivery = wait_for(lambda: (d := delivery_of(admin, sub_id))["last_error"]
+                            and d["pending"] >= 5 and d, "failing deliveries being retried",
+                            timeout=60, interval=0.3)
         assert "Connection" in delivery["last_error"] and delivery["delivered"] == 0
         with receiver:
             receiver.wait_for(lambda rc: len(message_statuses(rc.events(), msg_id)) == 3
@@ -153,11 +155,9 @@ def test_an_endpoint_down_for_a_while_gets_everything_once_back(admin, r, env):
             events = receiver.events()
             assert message_statuses(events, msg_id) == ["sent", "delivered", "read"]
             assert all(d.verifies(SECRET) for d in receiver.deliveries)
-            deadline = time.monotonic() + 30
-            while admin.get(f"/api/webhooks/{sub_id}").json()["delivery"]["pending"]:
-                assert time.monotonic() < deadline
-                time.sleep(0.3)
-    final = admin.get(f"/api/webhooks/{sub_id}").json()["delivery"]
+            wait_for(lambda: not delivery_of(admin, sub_id)["pending"], "nothing pending", timeout=30,
+                     interval=0.3)
+    final = delivery_of(admin, sub_id)
     assert final["last_error"] is None and final["delivered"] == len(receiver.deliveries) >= 5
     assert admin.get("/api/webhooks/dead-letters").json()["items"] == []
 
