@@ -7,7 +7,7 @@ from functools import wraps
 from flask import g, request
 
 from app.errors import ApiError
-from waorch import apikeys
+from waorch import apikeys, sessions
 from waorch.redis_client import get_redis
 
 
@@ -51,3 +51,12 @@ def tenant_filter() -> str | None:
     """The tenant a listing is restricted to (None for admin keys: they see all)."""
     principal = current_principal()
     return None if principal.is_admin else principal.tenant
+
+
+def visible_session(session_id: str) -> dict:
+    """The session if the caller may see it; 404 otherwise (other tenants' ids are not revealed)."""
+    session = sessions.get_session(get_redis(), session_id)
+    tenant = tenant_filter()
+    if session is None or (tenant is not None and session["tenant"] != tenant):
+        raise ApiError(404, "not_found", f"no session {session_id}")
+    return session

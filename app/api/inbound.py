@@ -5,9 +5,8 @@ from __future__ import annotations
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
-from app.auth import requires, tenant_filter
-from app.errors import ApiError
-from waorch import inbound, sessions
+from app.auth import requires, visible_session
+from waorch import inbound
 from waorch.redis_client import get_redis
 
 blp = Blueprint("inbound", __name__, url_prefix="/api/sessions", description="Inbound messages")
@@ -39,9 +38,6 @@ class InboundPageSchema(Schema):
 @blp.response(200, InboundPageSchema)
 def list_inbound(query: dict, session_id: str):
     """Inbound messages of the session, newest first (the last 1000 are kept)."""
-    session = sessions.get_session(get_redis(), session_id)
-    tenant = tenant_filter()
-    if session is None or (tenant is not None and session["tenant"] != tenant):
-        raise ApiError(404, "not_found", f"no session {session_id}")
+    visible_session(session_id)
     items, next_offset = inbound.list_inbound(get_redis(), session_id, query["offset"], query["limit"])
     return {"items": items, "next_offset": next_offset}

@@ -10,7 +10,7 @@ import time
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
-from app.auth import requires, tenant_filter
+from app.auth import requires, visible_session
 from app.errors import ApiError
 from waorch import pacing, policy, sessions, trust
 from waorch.redis_client import get_redis
@@ -45,14 +45,6 @@ class TrustSchema(Schema):
     history = fields.List(fields.Dict(), metadata={"description": "trust changes, newest first"})
 
 
-def _visible(session_id: str) -> dict:
-    session = sessions.get_session(get_redis(), session_id)
-    tenant = tenant_filter()
-    if session is None or (tenant is not None and session["tenant"] != tenant):
-        raise ApiError(404, "not_found", f"no session {session_id}")
-    return session
-
-
 def _view(session: dict) -> dict:
     r = get_redis()
     now = time.time()
@@ -83,7 +75,7 @@ def show_policy():
 @blp.response(200, TrustSchema)
 def show_trust(session_id: str):
     """The session's trust level, its budget and use, cooldown or pause, and its trust history."""
-    return _view(_visible(session_id))
+    return _view(visible_session(session_id))
 
 
 @blp.route("/sessions/<session_id>/trust", methods=["PUT"])
@@ -92,7 +84,7 @@ def show_trust(session_id: str):
 @blp.response(200, TrustSchema)
 def change_trust(body: dict, session_id: str):
     """Set the session's trust level (one of the policy's levels); recorded with its reason."""
-    session = _visible(session_id)
+    session = visible_session(session_id)
     level = body["trust_level"]
     pol = policy.get()
     if level not in pol.trust_levels:

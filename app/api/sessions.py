@@ -15,7 +15,7 @@ from flask import Response, request
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
-from app.auth import current_principal, requires, tenant_filter
+from app.auth import current_principal, requires, tenant_filter, visible_session
 from app.errors import ApiError
 from app.schemas import PhoneField
 from waorch import keys, policy, profiles, sessions
@@ -79,15 +79,6 @@ class EventsSchema(Schema):
     events = fields.List(fields.Dict())
 
 
-def _visible(session_id: str) -> dict:
-    """The session if the caller may see it; 404 otherwise (other tenants' ids are not revealed)."""
-    session = sessions.get_session(get_redis(), session_id)
-    tenant = tenant_filter()
-    if session is None or (tenant is not None and session["tenant"] != tenant):
-        raise ApiError(404, "not_found", f"no session {session_id}")
-    return session
-
-
 @blp.route("", methods=["POST"])
 @requires("admin")
 @blp.arguments(SessionCreateSchema)
@@ -127,7 +118,7 @@ def list_():
 @blp.response(200, SessionSchema)
 def show(session_id: str):
     """One session: status, proxy (redacted), trust, counters, last ping."""
-    return sessions.public_view(_visible(session_id))
+    return sessions.public_view(visible_session(session_id))
 
 
 @blp.route("/<session_id>/qr", methods=["GET"])
@@ -137,7 +128,7 @@ def show(session_id: str):
 @blp.alt_response(404, description="no QR is waiting to be scanned")
 def qr(session_id: str):
     """The QR code waiting to be scanned, as PNG (`Accept: image/png`) or JSON."""
-    session = _visible(session_id)
+    session = visible_session(session_id)
     payload = get_redis().get(keys.session_qr(session_id))
     pair_code = session.get("pair_code") or None
     if not payload and not pair_code:
@@ -154,7 +145,7 @@ def qr(session_id: str):
 @blp.response(200, EventsSchema)
 def events(session_id: str):
     """The session's most recent worker and lifecycle events, newest first."""
-    _visible(session_id)
+    visible_session(session_id)
     items = get_redis().lrange(keys.session_events(session_id), 0, sessions.EVENTS_CAP - 1)
     return {"events": [json.loads(item) for item in items]}
 
@@ -164,7 +155,7 @@ def events(session_id: str):
 @blp.response(202, SessionSchema)
 def restart(session_id: str):
     """Restart the worker (same proxy, same data); also revives a stopped, banned or logged-out session."""
-    _visible(session_id)
+    visible_session(session_id)
     session = sessions.restart_session(get_redis(), session_id, reason="api")
     if session is None:
         raise ApiError(404, "not_found", f"no session {session_id}")
@@ -176,7 +167,7 @@ def restart(session_id: str):
 @blp.response(204)
 def delete(session_id: str):
     """Delete the session and its worker; its proxy slot is freed, the phone keeps its sticky proxy."""
-    _visible(session_id)
+    visible_session(session_id)
     if not sessions.delete_session(get_redis(), session_id):
         raise ApiError(404, "not_found", f"no session {session_id}")
     return "", 204
