@@ -45,6 +45,15 @@ class TrustSchema(Schema):
     history = fields.List(fields.Dict(), metadata={"description": "trust changes, newest first"})
 
 
+def known_trust_level(level: str) -> str:
+    """`level` if the anti-ban policy has it (docs/policy.md); 422 otherwise."""
+    levels = policy.get().trust_levels
+    if level not in levels:
+        raise ApiError(422, "validation_error", f"unknown trust level {level!r}",
+                       {"trust_level": [f"one of: {', '.join(levels)}"]})
+    return level
+
+
 def _view(session: dict) -> dict:
     r = get_redis()
     now = time.time()
@@ -85,11 +94,7 @@ def show_trust(session_id: str):
 def change_trust(body: dict, session_id: str):
     """Set the session's trust level (one of the policy's levels); recorded with its reason."""
     session = visible_session(session_id)
-    level = body["trust_level"]
-    pol = policy.get()
-    if level not in pol.trust_levels:
-        raise ApiError(422, "validation_error", f"unknown trust level {level!r}",
-                       {"trust_level": [f"one of: {', '.join(pol.trust_levels)}"]})
+    level = known_trust_level(body["trust_level"])
     reason = body["reason"].strip() or "set by an operator"
     trust.set_level(get_redis(), session_id, level, reason, by="operator")
     return _view(sessions.get_session(get_redis(), session_id) or session)

@@ -15,10 +15,11 @@ from flask import Response, request
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
+from app.api.policy import known_trust_level
 from app.auth import current_principal, requires, tenant_filter, visible_session
 from app.errors import ApiError
 from app.schemas import PhoneField
-from waorch import keys, policy, profiles, sessions
+from waorch import keys, profiles, sessions
 from waorch.redis_client import get_redis
 
 blp = Blueprint("sessions", __name__, url_prefix="/api/sessions",
@@ -88,10 +89,8 @@ class EventsSchema(Schema):
 def create(body: dict):
     """Create a session: sticky proxy + profile allocated, worker started."""
     tenant = body.get("tenant") or current_principal().tenant
-    levels = policy.get().trust_levels  # the anti-ban policy's levels (docs/policy.md)
-    if body.get("trust_level") and body["trust_level"] not in levels:
-        raise ApiError(422, "validation_error", f"unknown trust level {body['trust_level']!r}",
-                       {"trust_level": [f"one of: {', '.join(levels)}"]})
+    if body.get("trust_level"):
+        known_trust_level(body["trust_level"])
     try:
         session = sessions.create_session(get_redis(), tenant, body["phone"], body.get("trust_level"),
                                           body.get("label", ""))
