@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.benchmarks_md import write_section
+
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Orchestrator"
 WAORCH = [sys.executable, "-c", "from waorch.cli.main import cli; cli()"]
@@ -198,18 +200,6 @@ def report(rec: dict | None, mem: dict | None, args) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str, path: Path) -> None:
-    """Replace (or append) this section of BENCHMARKS.md, leaving the rest alone."""
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    if SECTION in old:
-        head, _, rest = old.partition(SECTION)
-        tail = rest.split("\n## ", 1)
-        new = head + text.rstrip("\n") + "\n" + (("\n## " + tail[1]) if len(tail) == 2 else "")
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    path.write_text(new)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=4)
@@ -224,7 +214,7 @@ def main() -> None:
     text = report(rec, mem, args)
     print(text)
     if args.write:
-        write_section(text, ROOT / "BENCHMARKS.md")
+        write_section(SECTION, text, ROOT / "BENCHMARKS.md")
 
 
 if __name__ == "__main__":

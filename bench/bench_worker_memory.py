@@ -27,6 +27,8 @@ from pathlib import Path
 
 import psutil
 
+from bench.benchmarks_md import write_section
+
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Worker memory"
 MB = 1024 * 1024
@@ -194,19 +196,6 @@ def report(results: dict[tuple[str, int], dict[str, float]], baseline: float, se
     return "\n".join(lines)
 
 
-def write_section(text: str, path: Path) -> None:
-    """Replace (or append) the Worker memory section of BENCHMARKS.md, leaving the rest alone."""
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    if SECTION in old:
-        head, _, rest = old.partition(SECTION)
-        tail = rest.split("\n## ", 1)
-        rest_after = ("\n## " + tail[1]) if len(tail) == 2 else ""
-        new = head + text.rstrip("\n") + "\n" + rest_after
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    path.write_text(new)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=4, help="concurrent workers per transport (also 1)")
@@ -222,7 +211,7 @@ def main() -> None:
     text = report(results, python_baseline(), args.settle)
     print(text)
     if args.write:
-        write_section(text, ROOT / "BENCHMARKS.md")
+        write_section(SECTION, text, ROOT / "BENCHMARKS.md")
 
 
 if __name__ == "__main__":
