@@ -27,6 +27,27 @@ local function jittered(interval, jitter, u)
   return interval * (1 + jitter * (2 * u - 1))
 end
 
+-- When the minute and the day window of the send log let one more claim in: the oldest claim
+-- that must leave each full window, plus its length (nil for a window that is not full).
+local function window_opens(log_key, now, per_minute, per_day)
+  local minute, day = nil, nil
+  local per_window = math.max(1, math.floor(per_minute))
+  local in_minute = redis.call('ZCOUNT', log_key, above(now - MINUTE + EPS), '+inf')
+  if in_minute >= per_window then
+    local oldest = redis.call('ZRANGEBYSCORE', log_key, above(now - MINUTE + EPS), '+inf',
+                              'WITHSCORES', 'LIMIT', in_minute - per_window, 1)
+    minute = tonumber(oldest[2]) + MINUTE
+  end
+  if per_day > 0 then
+    local in_day = redis.call('ZCARD', log_key)
+    if in_day >= per_day then
+      local oldest = redis.call('ZRANGE', log_key, in_day - per_day, in_day - per_day, 'WITHSCORES')
+      day = tonumber(oldest[2]) + DAY
+    end
+  end
+  return minute, day
+end
+
 -- Earliest time the session may send again, and why: its pause (WhatsApp restriction), its
 -- cooldown (burst), the jittered gap after its last claim, and its minute and day windows.
 local function send_gate(pacing_key, log_key, session_key, now, per_minute, per_day)
@@ -36,41 +57,19 @@ local function send_gate(pacing_key, log_key, session_key, now, per_minute, per_
   later(num(redis.call('HGET', pacing_key, 'cooldown_until')), 'cooldown')
   later(num(redis.call('HGET', pacing_key, 'next_claim')), 'gap')
   redis.call('ZREMRANGEBYSCORE', log_key, '-inf', now - DAY + EPS)
-  local per_window = math.max(1, math.floor(per_minute))
-  local in_minute = redis.call('ZCOUNT', log_key, above(now - MINUTE + EPS), '+inf')
-  if in_minute >= per_window then
-    local oldest = redis.call('ZRANGEBYSCORE', log_key, above(now - MINUTE + EPS), '+inf',
-                              'WITHSCORES', 'LIMIT', in_minute - per_window, 1)
-    later(tonumber(oldest[2]) + MINUTE, 'per_minute')
-  end
-  if per_day > 0 then
-    local in_day = redis.call('ZCARD', log_key)
-    if in_day >= per_day then
-      local oldest = redis.call('ZRANGE', log_key, in_day - per_day, in_day - per_day, 'WITHSCORES')
-      later(tonumber(oldest[2]) + DAY, 'per_day')
-    end
-  end
+  local minute, day = window_opens(log_key, now, per_minute, per_day)
+  if minute then later(minute, 'per_minute') end
+  if day then later(day, 'per_day') end
   return gate, why
 end
 
 -- After a claim at `now` (already in the log): when the minute or day window lets the next one
 -- in, plus `extra` (jitter, so that a full window does not release sends on a fixed beat).
 local function window_release(log_key, now, per_minute, per_day, extra)
+  local minute, day = window_opens(log_key, now, per_minute, per_day)
   local release = 0
-  local per_window = math.max(1, math.floor(per_minute))
-  local in_minute = redis.call('ZCOUNT', log_key, above(now - MINUTE + EPS), '+inf')
-  if in_minute >= per_window then
-    local e = redis.call('ZRANGEBYSCORE', log_key, above(now - MINUTE + EPS), '+inf',
-                         'WITHSCORES', 'LIMIT', in_minute - per_window, 1)
-    release = tonumber(e[2]) + MINUTE + extra
-  end
-  if per_day > 0 then
-    local in_day = redis.call('ZCARD', log_key)
-    if in_day >= per_day then
-      local e = redis.call('ZRANGE', log_key, in_day - per_day, in_day - per_day, 'WITHSCORES')
-      release = math.max(release, tonumber(e[2]) + DAY + extra)
-    end
-  end
+  if minute then release = minute + extra end
+  if day then release = math.max(release, day + extra) end
   return release
 end
 
