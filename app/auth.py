@@ -53,6 +53,17 @@ def tenant_filter() -> str | None:
     return None if principal.is_admin else principal.tenant
 
 
+def acting_tenant(requested: str | None, refusal: str) -> str:
+    """The tenant this request acts for: the key's own, or `requested` for admin keys (403 `refusal`
+    for other keys)."""
+    principal = current_principal()
+    if requested and requested != principal.tenant:
+        if not principal.is_admin:
+            raise ApiError(403, "forbidden", refusal)
+        return requested
+    return principal.tenant
+
+
 def visible_session(session_id: str) -> dict:
     """The session if the caller may see it; 404 otherwise (other tenants' ids are not revealed)."""
     session = sessions.get_session(get_redis(), session_id)

@@ -11,7 +11,7 @@ from flask import Response, request
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
-from app.auth import current_principal, requires
+from app.auth import acting_tenant, requires
 from app.errors import ApiError
 from app.schemas import PhoneField
 from waorch import phones, suppressions
@@ -46,13 +46,8 @@ class ListQuerySchema(Schema):
 
 
 def _tenant(requested: str | None = None) -> str:
-    principal = current_principal()
     requested = requested if requested is not None else request.args.get("tenant")
-    if requested and requested != principal.tenant:
-        if not principal.is_admin:
-            raise ApiError(403, "forbidden", "only admin keys may act on another tenant's list")
-        return requested
-    return principal.tenant
+    return acting_tenant(requested, "only admin keys may act on another tenant's list")
 
 
 def _phone(raw: str) -> str:

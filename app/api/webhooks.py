@@ -10,7 +10,7 @@ from __future__ import annotations
 from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, validate
 
-from app.auth import current_principal, requires, tenant_filter
+from app.auth import acting_tenant, requires, tenant_filter
 from app.errors import ApiError
 from waorch import client_webhooks, dead_letters
 from waorch.client_webhooks import EVENT_TYPES, SECRET_MAX, SECRET_MIN, WebhookUrlError
@@ -120,12 +120,7 @@ def _view_or_404(record: dict | None) -> dict:
 @blp.alt_response(409, description="the tenant has the most webhooks allowed")
 def create(body: dict):
     """Subscribe an endpoint to events; the secret is returned only if waorch generated it."""
-    principal = current_principal()
-    tenant = principal.tenant
-    if body.get("tenant") and body["tenant"] != tenant:
-        if not principal.is_admin:
-            raise ApiError(403, "forbidden", "only admin keys may subscribe for another tenant")
-        tenant = body["tenant"]
+    tenant = acting_tenant(body.get("tenant"), "only admin keys may subscribe for another tenant")
     r = get_redis()
     try:
         view, generated = client_webhooks.create(r, tenant, body["url"], body.get("events"),
