@@ -129,7 +129,7 @@ def create(body: dict):
         raise ApiError(422, "validation_error", "the request did not validate", {"url": [str(exc)]}) from None
     except client_webhooks.TooManyWebhooks as exc:
         raise ApiError(409, "too_many_webhooks", str(exc)) from None
-    answer = _view(client_webhooks.get(r, view["id"]) or {**view, "secret": ""})
+    answer = {**view, "delivery": client_webhooks.delivery_status(r, view)}
     if generated:
         answer["secret"] = generated
     return answer
