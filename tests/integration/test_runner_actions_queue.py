@@ -13,9 +13,6 @@ import base64
 import contextlib
 import json
 import os
-import signal
-import subprocess
-import sys
 from functools import partial
 
 import pytest
@@ -23,13 +20,12 @@ import pytest
 from tests import waiting
 from tests.api_client import ApiClient, ThreadedGateway
 from tests.celery_worker import CeleryWorker
-from tests.commands import WAORCH
+from tests.integration.supervisor_process import alive, running_pid, running_supervisor, use_stand_in_workers
 from tests.integration.test_compose import ENV_EXAMPLE, config
-from tests.integration.test_runner_docker import STAND_IN, TEST_IMAGE, _mounts
+from tests.integration.test_runner_docker import TEST_IMAGE, _mounts
 from tests.integration.test_runner_docker import engine_url as engine_url  # noqa: F401  (fixture)
 from waorch import apikeys, keys, runner_actions, settings
 from waorch.proxies import ProxyPool
-from waorch.runners import RunnerUnavailable
 from waorch.runners.process import ProcessRunner
 
 DEADLINE = 90.0
@@ -55,9 +51,7 @@ def _queued(r) -> list[tuple[str, list]]:
 @pytest.fixture
 def gateway_env(redis_url, tmp_path, monkeypatch):
     """This process = the compose gateway: docker runner without an engine, actions queued."""
-    monkeypatch.setenv("WAORCH_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("WAORCH_WORKER_COMMAND", f"{sys.executable} {STAND_IN}")
-    monkeypatch.setenv("WAORCH_RESTART_BACKOFF_MAX", "2")
+    use_stand_in_workers(monkeypatch, tmp_path)
     monkeypatch.setenv("WAORCH_RUNNER", "docker")
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
     monkeypatch.setenv("WAORCH_RUNNER_ACTIONS", "queue")
@@ -78,32 +72,8 @@ def admin(r, gateway_env) -> ApiClient:
 @pytest.fixture
 def supervisor(gateway_env, tmp_path):
     env = {**os.environ, "WAORCH_RUNNER": "process", **ORCHESTRATOR_ENV}
-    with open(tmp_path / "supervisor.log", "wb") as log:
-        process = subprocess.Popen(WAORCH + ["supervisor"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    with running_supervisor(env, tmp_path / "supervisor.log") as process:
         yield process
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def _pid(runner: ProcessRunner, session_id: str) -> int | None:
-    try:
-        info = runner.details().get(session_id) or {}
-    except RunnerUnavailable:
-        return None
-    return info.get("pid") if info.get("state") == "running" else None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split()[2] != "Z"
-    except OSError:
-        return False
 
 
 def test_effective_action_follows_the_current_desired_state():
@@ -123,7 +93,7 @@ def test_api_restart_and_delete_go_through_the_orchestrator_queue(r, admin, supe
     created = admin.post("/api/sessions", json={"phone": "+4915123456781"})
     assert created.status_code == 201, created.text
     sid = created.json()["id"]
-    first = wait_for(lambda: _pid(runner, sid), "the supervisor to start the desired worker")
+    first = wait_for(lambda: running_pid(runner, sid), "the supervisor to start the desired worker")
 
     restarted = admin.post(f"/api/sessions/{sid}/restart")
     assert restarted.status_code == 202, restarted.text
@@ -132,10 +102,10 @@ def test_api_restart_and_delete_go_through_the_orchestrator_queue(r, admin, supe
     assert _task_runs(r) == 0
 
     with CeleryWorker(tmp_path, queues="orchestrator", env={"WAORCH_RUNNER": "process", **ORCHESTRATOR_ENV}):
-        second = wait_for(lambda: (p := _pid(runner, sid)) and p != first and p,
+        second = wait_for(lambda: (p := running_pid(runner, sid)) and p != first and p,
                           "a new worker process through the queued restart")
         wait_for(lambda: _task_runs(r) == 2, "both queued tasks to run")
-        assert not _alive(first)
+        assert not alive(first)
         assert not r.hget(keys.session(sid), "last_error")  # nobody tried the runner without an engine
         assert r.llen("orchestrator") == 0
 
@@ -143,8 +113,8 @@ def test_api_restart_and_delete_go_through_the_orchestrator_queue(r, admin, supe
         assert admin.delete(f"/api/sessions/{sid}").status_code == 204
         wait_for(lambda: _task_runs(r) == 4, "the restart and remove tasks")
         wait_for(lambda: sid not in runner.details(), "the worker to be gone")
-        assert not _alive(second)
-        assert not any(_alive(int(line)) for line in
+        assert not alive(second)
+        assert not any(alive(int(line)) for line in
                        (tmp_path / "data" / "sessions" / sid / "starts.txt").read_text().split()
                        if line.isdigit())
 

@@ -20,6 +20,7 @@ import requests
 
 import waorch
 from tests import waiting
+from tests.integration.supervisor_process import STAND_IN
 from waorch import keys, lua, sessions, settings, watchdog
 from waorch.proxies import ProxyPool
 from waorch.runners import RunnerUnavailable
@@ -29,7 +30,6 @@ pytestmark = pytest.mark.engine
 
 DEFAULT_ENGINE = "unix:///run/waorch-podman.sock"
 TEST_IMAGE = os.environ.get("WAORCH_TEST_IMAGE", "localhost/waorch-test:1")
-STAND_IN = Path(__file__).with_name("stand_in_worker.py")
 DEADLINE = 90.0
 wait_for = partial(waiting.wait_for, timeout=DEADLINE, interval=0.1)
 

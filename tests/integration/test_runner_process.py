@@ -6,59 +6,32 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from functools import partial
-from pathlib import Path
 
 import pytest
 
 from tests import waiting
 from tests.commands import WAORCH
-from waorch import keys, sessions, settings
+from tests.integration.supervisor_process import alive, running_pid, running_supervisor, use_stand_in_workers
+from waorch import keys, sessions
 from waorch.proxies import ProxyPool
 from waorch.runners import RunnerUnavailable
 from waorch.runners.process import STATE, ProcessRunner
 
-STAND_IN = Path(__file__).with_name("stand_in_worker.py")
 DEADLINE = 60.0
 wait_for = partial(waiting.wait_for, timeout=DEADLINE, interval=0.1)
 
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie is dead for our purpose
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False
-
-
 @pytest.fixture
 def env(redis_url, tmp_path, monkeypatch):
-    monkeypatch.setenv("WAORCH_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("WAORCH_WORKER_COMMAND", f"{sys.executable} {STAND_IN}")
-    monkeypatch.setenv("WAORCH_RESTART_BACKOFF_MAX", "2")
-    settings.get.cache_clear()
+    use_stand_in_workers(monkeypatch, tmp_path)
     return {**os.environ}
 
 
 @pytest.fixture
 def supervisor(env, tmp_path):
-    with open(tmp_path / "supervisor.log", "wb") as log:
-        process = subprocess.Popen(WAORCH + ["supervisor"], env=env,
-                                   stdout=log, stderr=subprocess.STDOUT)
+    with running_supervisor(env, tmp_path / "supervisor.log") as process:
         yield process
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 @pytest.fixture
@@ -86,11 +59,6 @@ def _starts(session_id: str) -> list[str]:
     return path.read_text().split("\n")[:-1] if path.exists() else []
 
 
-def _pid(runner, session_id):
-    info = runner.details().get(session_id) or {}
-    return info.get("pid") if info.get("state") == "running" else None
-
-
 def test_no_supervisor_means_runner_unavailable(r):
     with pytest.raises(RunnerUnavailable, match="supervisor"):
         ProcessRunner(r).list()
@@ -98,7 +66,7 @@ def test_no_supervisor_means_runner_unavailable(r):
 
 def test_worker_gets_its_environment_and_data_dir(r, runner):
     s = _create(r)
-    pid = wait_for(lambda: _pid(runner, s["id"]), "the worker to run")
+    pid = wait_for(lambda: running_pid(runner, s["id"]), "the worker to run")
     env_file = sessions.sessions_root() / s["id"] / "env.json"
     wait_for(env_file.exists, "env.json")
     seen = json.loads(env_file.read_text())
@@ -111,9 +79,9 @@ def test_worker_gets_its_environment_and_data_dir(r, runner):
 
 def test_crashed_worker_is_restarted_and_killed_worker_too(r, runner):
     s = _create(r)
-    first = wait_for(lambda: _pid(runner, s["id"]), "the worker to run")
+    first = wait_for(lambda: running_pid(runner, s["id"]), "the worker to run")
     os.kill(first, signal.SIGKILL)
-    second = wait_for(lambda: (p := _pid(runner, s["id"])) and p != first and p, "a new worker")
+    second = wait_for(lambda: (p := running_pid(runner, s["id"])) and p != first and p, "a new worker")
     assert runner.details()[s["id"]]["restarts"] == 1
     crash = sessions.sessions_root() / s["id"] / "crash"
     crash.touch()
@@ -121,26 +89,26 @@ def test_crashed_worker_is_restarted_and_killed_worker_too(r, runner):
     # it now crashes at once, again and again: restarts continue with backoff, never a busy loop
     wait_for(lambda: len(_starts(s["id"])) >= 5, "repeated restarts", timeout=90)
     crash.unlink()
-    wait_for(lambda: _pid(runner, s["id"]), "the worker to stay up again", timeout=30)
+    wait_for(lambda: running_pid(runner, s["id"]), "the worker to stay up again", timeout=30)
 
 
 def test_restart_command_and_desired_stop(r, runner):
     s = _create(r)
-    first = wait_for(lambda: _pid(runner, s["id"]), "the worker to run")
+    first = wait_for(lambda: running_pid(runner, s["id"]), "the worker to run")
     sessions.restart_session(r, s["id"])
-    wait_for(lambda: (p := _pid(runner, s["id"])) and p != first, "the restarted worker")
+    wait_for(lambda: (p := running_pid(runner, s["id"])) and p != first, "the restarted worker")
     assert f"stopped {first}" in _starts(s["id"])  # graceful: SIGTERM first
     sessions.stop_session(r, s["id"])
     wait_for(lambda: runner.list().get(s["id"]) in (None, "exited"), "the worker to stop")
-    assert not _alive(first)
+    assert not alive(first)
 
 
 def test_deleted_session_worker_goes_away_and_data_stays(r, runner):
     s = _create(r)
-    pid = wait_for(lambda: _pid(runner, s["id"]), "the worker to run")
+    pid = wait_for(lambda: running_pid(runner, s["id"]), "the worker to run")
     sessions.delete_session(r, s["id"])
     wait_for(lambda: s["id"] not in runner.list(), "the worker to be removed")
-    wait_for(lambda: not _alive(pid), "the process to end")
+    wait_for(lambda: not alive(pid), "the process to end")
     assert (sessions.sessions_root() / s["id"] / "env.json").exists()
 
 
@@ -149,17 +117,17 @@ def test_worker_ignoring_sigterm_is_killed(r, runner):
     data = sessions.sessions_root() / s["id"]
     data.mkdir(parents=True, exist_ok=True)
     (data / "ignore-sigterm").touch()
-    pid = wait_for(lambda: _pid(runner, s["id"]), "the worker to run")
+    pid = wait_for(lambda: running_pid(runner, s["id"]), "the worker to run")
     sessions.stop_session(r, s["id"])
-    wait_for(lambda: not _alive(pid), "SIGKILL after the grace period", timeout=40)
+    wait_for(lambda: not alive(pid), "SIGKILL after the grace period", timeout=40)
 
 
 def test_sigterm_stops_every_child_and_clears_state(r, runner, supervisor):
     ids = [_create(r, f"49151000000{i}")["id"] for i in range(3)]
-    pids = [wait_for(lambda sid=sid: _pid(runner, sid), "workers") for sid in ids]
+    pids = [wait_for(lambda sid=sid: running_pid(runner, sid), "workers") for sid in ids]
     supervisor.send_signal(signal.SIGTERM)
     assert supervisor.wait(40) == 0
-    assert not any(_alive(p) for p in pids)
+    assert not any(alive(p) for p in pids)
     assert not r.exists(STATE)
     with pytest.raises(RunnerUnavailable):
         runner.list()
@@ -168,10 +136,10 @@ def test_sigterm_stops_every_child_and_clears_state(r, runner, supervisor):
 
 def test_killed_supervisor_takes_its_children_along(r, runner, supervisor):
     s = _create(r)
-    pid = wait_for(lambda: _pid(runner, s["id"]), "the worker to run")
+    pid = wait_for(lambda: running_pid(runner, s["id"]), "the worker to run")
     supervisor.kill()
     supervisor.wait(10)
-    wait_for(lambda: not _alive(pid), "the orphaned worker to get SIGTERM from the kernel")
+    wait_for(lambda: not alive(pid), "the orphaned worker to get SIGTERM from the kernel")
 
 
 def test_only_one_supervisor_per_redis(runner, env):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 import time
 from functools import partial
 
@@ -20,10 +19,9 @@ import requests
 
 from tests import waiting
 from tests.api_client import ThreadedGateway
-from tests.commands import WAORCH
+from tests.integration.supervisor_process import running_pid, running_supervisor
 from waorch import keys, proxy_health, sessions, settings, watchdog
 from waorch.proxies import ProxyPool
-from waorch.runners import RunnerUnavailable
 from waorch.runners.process import ProcessRunner
 from waorch.simulator.server import Simulator
 from waorch.simulator.state import SimConfig
@@ -43,11 +41,7 @@ class Stack:
         return self.r.hget(keys.session(sid), "status")
 
     def pid(self, sid: str) -> int | None:
-        try:
-            info = self.runner.details().get(sid) or {}
-        except RunnerUnavailable:
-            return None
-        return info.get("pid") if info.get("state") == "running" else None
+        return running_pid(self.runner, sid)
 
     def connect(self, phone: str = PHONE) -> dict:
         """Create a session, scan its QR at the simulator, wait until CONNECTED."""
@@ -80,26 +74,14 @@ def stack(r, tmp_path, monkeypatch):
     gateway = ThreadedGateway(create_app())
     monkeypatch.setenv("WAORCH_PUBLIC_URL", gateway.url)
     settings.get.cache_clear()
-    log = open(tmp_path / "supervisor.log", "wb")  # noqa: SIM115  (closed below)
-    supervisor = None
     try:
-        with gateway:
-            supervisor = subprocess.Popen(WAORCH + ["supervisor"], env={**os.environ}, stdout=log,
-                                          stderr=subprocess.STDOUT)
+        with gateway, running_supervisor({**os.environ}, tmp_path / "supervisor.log", 40) as supervisor:
             runner = ProcessRunner(r)
             stack = Stack(r, sim, proxies, supervisor, runner)
             wait_for(lambda: r.exists("runner:process:heartbeat"), "the supervisor")
             ProxyPool(r).add(proxies[0].url)
             yield stack
     finally:
-        if supervisor is not None and supervisor.poll() is None:
-            supervisor.send_signal(signal.SIGTERM)
-            try:
-                supervisor.wait(40)
-            except subprocess.TimeoutExpired:
-                supervisor.kill()
-                supervisor.wait()
-        log.close()
         for p in proxies:
             p.stop()
         sim.stop()
