@@ -15,8 +15,6 @@ import json
 import os
 import platform
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,10 +24,11 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tests.e2e.conftest import Stack, start_stack, stop_stack  # noqa: E402
+from tests.waiting import wait_for  # noqa: E402
 from waorch.launcher.demo import DEMO_PHONES  # noqa: E402
-from waorch.redis_server import free_port, start_local_redis  # noqa: E402
+from waorch.redis_server import start_local_redis  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 BAN_MODEL = {"per_minute": 6, "burst_10s": 3, "max_sources": 1}
 
 # The built-in policy, with quiet hours off so that the result does not depend on the hour.
@@ -44,60 +43,17 @@ WITHOUT_PACING = {
 }
 
 
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(interval)
-    raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
+def get(stack: Stack, path: str):
+    return stack.api.get(path).json()
 
 
-class Stack:
-    """`waorch run --demo --policy FILE` on its own Redis, in its own state directory."""
-
-    def __init__(self, workdir: Path, policy: dict) -> None:
-        self.workdir = workdir
-        self.redis = start_local_redis(workdir / "redis", appendonly=False)
-        self.policy_file = workdir / "policy.json"
-        self.policy_file.write_text(json.dumps(policy))
-        env = {**os.environ, "REDIS_URL": self.redis.url}
-        env.pop("WAORCH_SECRET_KEY", None)
-        self.log = open(workdir / "run.log", "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "waorch", "run", "--demo", "--state-dir", str(workdir / "state"),
-             "--port", str(free_port()), "--policy", str(self.policy_file), "--workers", "2"],
-            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        run_file = workdir / "state" / "run.json"
-        wait_for(lambda: run_file.exists() or self.process.poll() is not None, 180, "run.json")
-        if self.process.poll() is not None:
-            raise RuntimeError((workdir / "run.log").read_text()[-3000:])
-        self.run = json.loads(run_file.read_text())
-        self.api = requests.Session()
-        self.api.headers["X-API-Key"] = self.run["api_key"]
-
-    def get(self, path: str):
-        return self.api.get(self.run["api_url"] + path, timeout=30).json()
-
-    def sim(self, method: str, path: str, **kwargs):
-        return requests.request(method, self.run["sim_url"] + path, timeout=30, **kwargs).json()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
-        self.log.close()
-        self.redis.stop()
+def sim(stack: Stack, method: str, path: str, **kwargs):
+    return requests.request(method, stack.sim + path, timeout=30, **kwargs).json()
 
 
 def campaign(stack: Stack, n: int) -> list[str]:
     people = [f"+49151{10_000_000 + i:08d}" for i in range(n)]
-    answer = stack.api.post(stack.run["api_url"] + "/api/send/batch", timeout=30, json={
+    answer = stack.api.post("/api/send/batch", json={
         "messages": [{"to": p, "text": f"Your appointment reminder #{i}"} for i, p in enumerate(people)]})
     answer.raise_for_status()
     return answer.json()["ids"]
@@ -105,25 +61,30 @@ def campaign(stack: Stack, n: int) -> list[str]:
 
 def run_once(name: str, policy: dict, minutes: float, n: int) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-policy-{name}-"))
-    stack = Stack(workdir, policy)
+    redis = start_local_redis(workdir / "redis", appendonly=False)
+    policy_file = workdir / "policy.json"
+    policy_file.write_text(json.dumps(policy))
+    stack = None
     try:
-        wait_for(lambda: sum(s["status"] == "connected" for s in stack.get("/api/sessions")["sessions"])
-                 == len(DEMO_PHONES), 180, "both demo sessions connected")
-        stack.sim("PUT", "/sim/ban-model", json=BAN_MODEL)
+        stack = start_stack(workdir, redis.url, {},
+                            ["--demo", "--policy", str(policy_file), "--workers", "2"])
+        wait_for(lambda: sum(s["status"] == "connected" for s in get(stack, "/api/sessions")["sessions"])
+                 == len(DEMO_PHONES), "both demo sessions connected", timeout=180, interval=0.5)
+        sim(stack, "PUT", "/sim/ban-model", json=BAN_MODEL)
         ids = campaign(stack, n)
         started = time.time()
         first_ban: float | None = None
         while time.time() - started < minutes * 60:
-            accounts = [stack.sim("GET", f"/sim/accounts/{p}") for p in DEMO_PHONES]
+            accounts = [sim(stack, "GET", f"/sim/accounts/{p}") for p in DEMO_PHONES]
             if first_ban is None and any(a["state"] == "banned" for a in accounts):
                 first_ban = time.time() - started
             time.sleep(2)
         elapsed = time.time() - started
-        sent = [m for p in DEMO_PHONES for m in stack.sim("GET", "/sim/messages", params={"from": p})]
-        accounts = [stack.sim("GET", f"/sim/accounts/{p}") for p in DEMO_PHONES]
+        sent = [m for p in DEMO_PHONES for m in sim(stack, "GET", "/sim/messages", params={"from": p})]
+        accounts = [sim(stack, "GET", f"/sim/accounts/{p}") for p in DEMO_PHONES]
         statuses: dict[str, int] = {}
         for msg_id in ids:
-            status = stack.get(f"/api/messages/{msg_id}")["status"]
+            status = get(stack, f"/api/messages/{msg_id}")["status"]
             statuses[status] = statuses.get(status, 0) + 1
         times = sorted(m["at"] for m in sent)
         active = (times[-1] - times[0]) / 60 if len(times) > 1 else 0.0
@@ -138,7 +99,9 @@ def run_once(name: str, policy: dict, minutes: float, n: int) -> dict:
             "message_states": statuses,
         }
     finally:
-        stack.stop()
+        if stack is not None:
+            stop_stack(stack)
+        redis.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
