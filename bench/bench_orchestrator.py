@@ -13,34 +13,23 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
 import shutil
 import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 from bench.benchmarks_md import write_section
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Orchestrator"
-WAORCH = [sys.executable, "-c", "from waorch.cli.main import cli; cli()"]
-
-
-def _wait(predicate, timeout: float = 120.0, step: float = 0.01):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise TimeoutError("condition not met")
+_wait = partial(wait_for, timeout=120.0, interval=0.01)
 
 
 def _fresh_redis(tmp: Path):
@@ -65,6 +54,7 @@ def recovery(n_sessions: int, kills: int) -> dict:
 
     from app import create_app
     from tests.api_client import ThreadedGateway
+    from tests.integration.supervisor_process import running_supervisor
     from waorch import keys, sessions
     from waorch.proxies import ProxyPool
     from waorch.redis_client import get_redis
@@ -84,39 +74,32 @@ def recovery(n_sessions: int, kills: int) -> dict:
     os.environ["WAORCH_PUBLIC_URL"] = gateway.url
     _reset_settings()
     r = get_redis()
-    supervisor = None
     samples: list[float] = []
     try:
-        with gateway, open(tmp / "supervisor.log", "wb") as log:
-            supervisor = subprocess.Popen(WAORCH + ["supervisor"], env={**os.environ}, stdout=log,
-                                          stderr=subprocess.STDOUT)
-            _wait(lambda: r.exists("runner:process:heartbeat"))
+        with gateway, running_supervisor({**os.environ}, tmp / "supervisor.log", stop_timeout=60):
+            _wait(lambda: r.exists("runner:process:heartbeat"), "the supervisor")
             for p in proxies:
                 ProxyPool(r).add(p.url)
             ids = []
             for i in range(n_sessions):
                 phone = f"49151230{i:05d}"
                 sid = sessions.create_session(r, "bench", phone)["id"]
-                _wait(lambda sid=sid: r.exists(keys.session_qr(sid)))
+                _wait(lambda sid=sid: r.exists(keys.session_qr(sid)), "a QR")
                 requests.post(f"{sim.url}/sim/accounts/{phone}/scan", timeout=10).raise_for_status()
                 ids.append(sid)
             for sid in ids:
-                _wait(lambda sid=sid: r.hget(keys.session(sid), "status") == "connected")
+                _wait(lambda sid=sid: r.hget(keys.session(sid), "status") == "connected", "CONNECTED")
             runner = ProcessRunner(r)
             for k in range(kills):
                 sid = ids[k % len(ids)]
-                pid = _wait(lambda sid=sid: (runner.details().get(sid) or {}).get("pid"))
+                pid = _wait(lambda sid=sid: (runner.details().get(sid) or {}).get("pid"), "the worker pid")
                 killed = time.time()
                 os.kill(pid, signal.SIGKILL)
                 _wait(lambda sid=sid, killed=killed: r.hget(keys.session(sid), "status") == "connected"
-                      and float(r.hget(keys.session(sid), "connected_at") or 0) > killed)
+                      and float(r.hget(keys.session(sid), "connected_at") or 0) > killed, "CONNECTED again")
                 samples.append(float(r.hget(keys.session(sid), "connected_at")) - killed)
                 time.sleep(1.0)  # let the new worker settle before the next kill
     finally:
-        if supervisor is not None:
-            supervisor.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                supervisor.wait(60)
         for p in proxies:
             p.stop()
         sim.stop()
