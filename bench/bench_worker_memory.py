@@ -14,6 +14,7 @@ The orchestrator side is a minimal local HTTP sink (204 to everything, claims lo
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
@@ -22,54 +23,39 @@ import sys
 import tempfile
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from email.message import Message
 from pathlib import Path
 
 import psutil
 
 from bench.benchmarks_md import write_section
+from tests.local_http import LocalHttpServer, Reply
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Worker memory"
 MB = 1024 * 1024
 
 
-class Sink:
+class Sink(LocalHttpServer):
     """Accepts every worker request; remembers which sessions reported which events."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.events: list[tuple[str, str]] = []  # (session_id, event)
         self.lock = threading.Lock()
-        sink = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802
-                import json
-
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
-                if self.path.endswith("/claim"):
-                    time.sleep(min(float(body.get("wait", 0)), 2.0))
-                elif "event" in body:
-                    with sink.lock:
-                        sink.events.append((body.get("session_id", ""), body["event"]))
-                self.send_response(204)
-                self.end_headers()
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def answer(self, method: str, path: str, headers: Message, body: bytes) -> Reply:
+        data = json.loads(body or b"{}")
+        if path.endswith("/claim"):
+            time.sleep(min(float(data.get("wait", 0)), 2.0))
+        elif "event" in data:
+            with self.lock:
+                self.events.append((data.get("session_id", ""), data["event"]))
+        return 204, {}, b""
 
     def seen(self, session_id: str, event: str) -> bool:
         with self.lock:
             return (session_id, event) in self.events
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def start_workers(transport: str, count: int, sink: Sink, proxy_url: str, sim_wire: str,
@@ -131,7 +117,7 @@ def measure(transport: str, count: int, settle: float) -> dict[str, float]:
     from waorch.simulator.state import SimConfig
     from waorch.socks5 import Socks5Server
 
-    sink = Sink()
+    sink = Sink().start()
     sim = Simulator(config=SimConfig(demo_scan_after=0.3)).start_in_thread()
     # neonize must never reach anything: its proxy refuses every CONNECT.
     proxy = Socks5Server(refuse_connects=(transport == "neonize")).start_in_thread()
@@ -148,7 +134,7 @@ def measure(transport: str, count: int, settle: float) -> dict[str, float]:
         stop(workers)
         proxy.stop()
         sim.stop()
-        sink.close()
+        sink.stop()
 
 
 def python_baseline() -> float:
