@@ -6,12 +6,12 @@ import sys
 from pathlib import Path
 
 import click
-import yaml
 
 from waorch import settings
 from waorch.launcher.lifecycle import Launcher
 from waorch.launcher.plan import RunOptions
 from waorch.launcher.state import StateDirBusy
+from waorch.policy import PolicyError, load_file
 
 
 def _policy(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
@@ -19,23 +19,9 @@ def _policy(ctx: click.Context, param: click.Parameter, value: Path | None) -> P
     if value is None:
         return None
     try:
-        from waorch import policy  # noqa: PLC0415  (the policy engine is optional in early builds)
-    except ModuleNotFoundError as exc:
-        if exc.name != "waorch.policy":
-            raise
-        policy = None
-    if policy is not None:
-        try:
-            policy.load_file(value)
-        except ValueError as exc:  # PolicyError
-            raise click.BadParameter(str(exc)) from exc
-        return value.resolve()
-    try:
-        document = yaml.safe_load(value.read_text())  # YAML is a superset of JSON
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise click.BadParameter(f"{value} is not readable JSON or YAML: {exc}") from exc
-    if not isinstance(document, dict):
-        raise click.BadParameter(f"{value} must hold a mapping of policy keys")
+        load_file(value)
+    except PolicyError as exc:
+        raise click.BadParameter(str(exc)) from exc
     return value.resolve()
 
 
