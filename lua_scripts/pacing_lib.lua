@@ -48,19 +48,20 @@ local function window_opens(log_key, now, per_minute, per_day)
   return minute, day
 end
 
--- Earliest time the session may send again, and why: its pause (WhatsApp restriction), its
+-- Earliest time the session may send again: after its pause (WhatsApp restriction), its
 -- cooldown (burst), the jittered gap after its last claim, and its minute and day windows.
 local function send_gate(pacing_key, log_key, session_key, now, per_minute, per_day)
-  local gate, why = now, ''
-  local function later(t, reason) t = grid_up(t); if t > gate then gate, why = t, reason end end
-  later(num(redis.call('HGET', session_key, 'paused_until')), 'paused')
-  later(num(redis.call('HGET', pacing_key, 'cooldown_until')), 'cooldown')
-  later(num(redis.call('HGET', pacing_key, 'next_claim')), 'gap')
+  local gate = now
+  local function later(t) if t then gate = math.max(gate, grid_up(t)) end end
+  local paced = redis.call('HMGET', pacing_key, 'cooldown_until', 'next_claim')
+  later(num(redis.call('HGET', session_key, 'paused_until')))
+  later(num(paced[1]))  -- cooldown
+  later(num(paced[2]))  -- gap
   redis.call('ZREMRANGEBYSCORE', log_key, '-inf', now - DAY + EPS)
   local minute, day = window_opens(log_key, now, per_minute, per_day)
-  if minute then later(minute, 'per_minute') end
-  if day then later(day, 'per_day') end
-  return gate, why
+  later(minute)
+  later(day)
+  return gate
 end
 
 -- After a claim at `now` (already in the log): when the minute or day window lets the next one
