@@ -74,32 +74,29 @@ def claim_waiting(r: redis.Redis, session_id: str, pace: Pace, wait: float) -> C
     deadline = time.monotonic() + max(0.0, wait)
     conf = settings.get()
     if conf.claim_wakeup == "poll":
-        return _claim_polling(r, session_id, pace, deadline)
+        return _claim_until(r, session_id, pace, deadline, None, conf.claim_recheck)
     with claim_wakeup.watching(conf.redis_url, session_id) as watch:
-        while True:
-            mark = watch.mark()  # before the claim: a wake-up during it is not lost
-            result = claim(r, session_id, pace)
-            remaining = deadline - time.monotonic()
-            if result.outcome == "claimed" or remaining <= 0:
-                return result
-            # woken by a notification; else at the head's due time, else on the safety re-check
-            pause = conf.claim_recheck if watch.live else POLL_INTERVAL
-            if result.ready_at is not None:
-                pause = min(pause, max(0.02, result.ready_at - time.time()))
-            watch.wait(mark, min(pause, remaining))
-            claim_wakeup.rechecks[session_id] += 1
+        return _claim_until(r, session_id, pace, deadline, watch, conf.claim_recheck)
 
 
-def _claim_polling(r: redis.Redis, session_id: str, pace: Pace, deadline: float) -> Claim:
+def _claim_until(r: redis.Redis, session_id: str, pace: Pace, deadline: float,
+                 watch: claim_wakeup.Watch | None, recheck: float) -> Claim:
+    """Claim until something is claimed or `deadline` passes, parked on `watch` (None: polling)."""
     while True:
+        mark = watch.mark() if watch else 0  # before the claim: a wake-up during it is not lost
         result = claim(r, session_id, pace)
         remaining = deadline - time.monotonic()
         if result.outcome == "claimed" or remaining <= 0:
             return result
-        pause = POLL_INTERVAL  # new messages may arrive meanwhile
+        # woken by a notification; else at the head's due time, else on the safety re-check (new
+        # messages may arrive meanwhile: without wake-ups, that re-check is the poll interval)
+        pause = recheck if watch and watch.live else POLL_INTERVAL
         if result.ready_at is not None:
             pause = min(pause, max(0.02, result.ready_at - time.time()))
-        time.sleep(min(pause, remaining))
+        if watch:
+            watch.wait(mark, min(pause, remaining))
+        else:
+            time.sleep(min(pause, remaining))
         claim_wakeup.rechecks[session_id] += 1
 
 
