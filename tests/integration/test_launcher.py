@@ -8,7 +8,6 @@ import signal
 import socket
 import stat
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,11 +16,11 @@ import pytest
 import redis
 import requests
 
+from tests.commands import WAORCH
 from tests.waiting import wait_for
 from waorch import apikeys, keys
 from waorch.redis_server import free_port
 
-CLI = "import sys; from waorch.cli.main import cli; sys.exit(cli(prog_name='waorch'))"
 START_DEADLINE = 240  # a loaded 2-core machine starts a dozen Python processes slowly
 STOP_DEADLINE = 90
 RUN_KEYS = {"api_url", "api_key", "dashboard_url", "flower_url", "sim_url", "redis_url"}
@@ -34,7 +33,7 @@ class Launch:
         self.state_dir = tmp_path / "state"
         self.output = tmp_path / "launcher.out"
         self.port = free_port()
-        argv = [sys.executable, "-c", CLI, "run", "--state-dir", str(self.state_dir),
+        argv = [*WAORCH, "run", "--state-dir", str(self.state_dir),
                 "--port", str(self.port), *args]
         with open(self.output, "wb") as out:
             self.process = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT,
@@ -147,7 +146,7 @@ def test_run_demo_brings_up_the_stack_and_stops_cleanly(tmp_path, redis_url, lau
 
     # a second launcher on the same state dir refuses instead of fighting over it
     second = subprocess.run(
-        [sys.executable, "-c", CLI, "run", "--state-dir", str(launch.state_dir),
+        [*WAORCH, "run", "--state-dir", str(launch.state_dir),
          "--port", str(free_port())], env=child_env(redis_url), capture_output=True, text=True,
         timeout=60)
     assert second.returncode != 0
@@ -203,7 +202,7 @@ def test_run_refuses_a_port_in_use(tmp_path, redis_url):
         busy.listen()
         port = busy.getsockname()[1]
         result = subprocess.run(
-            [sys.executable, "-c", CLI, "run", "--state-dir", str(tmp_path / "s"), "--port", str(port)],
+            [*WAORCH, "run", "--state-dir", str(tmp_path / "s"), "--port", str(port)],
             env=child_env(redis_url), capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert f"port {port}" in result.stdout and "in use" in result.stdout
