@@ -21,6 +21,7 @@ import logging
 import secrets
 import time
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -97,6 +98,15 @@ def publish(lanes: list[str]) -> None:
             log.warning("could not publish delivery of %s; the sweep will", member, exc_info=True)
 
 
+def _hook(emitter: Callable[[redis.Redis, str], int], r: redis.Redis, ident: str) -> int:
+    """`emitter(r, ident)` run by a hook: how many events, 0 when it failed (the sweep retries)."""
+    try:
+        return emitter(r, ident)
+    except Exception:  # noqa: BLE001 - sending goes on whatever happens here
+        log.exception("could not emit client events (%s) for %s", emitter.__name__, ident)
+    return 0
+
+
 # --- message.status ----------------------------------------------------------------------------
 
 def message_event(record: dict[str, str], entry: dict[str, Any], index: int) -> dict:
@@ -139,11 +149,7 @@ def emit_message(r: redis.Redis, msg_id: str) -> int:
 
 def message_changed(r: redis.Redis, msg_id: str) -> int:
     """The hook after a message's state changed: emit what is new; never raises."""
-    try:
-        return emit_message(r, msg_id)
-    except Exception:  # noqa: BLE001 - sending goes on whatever happens here (the sweep retries)
-        log.exception("could not emit client events for message %s", msg_id)
-    return 0
+    return _hook(emit_message, r, msg_id)
 
 
 # --- session.status ----------------------------------------------------------------------------
@@ -181,11 +187,7 @@ def session_changed(r: redis.Redis, session_id: str, previous: str = "", status:
     """The hook after a session's state was applied: emit its new status changes; never raises."""
     if not status or previous == status:
         return 0
-    try:
-        return emit_session(r, session_id)
-    except Exception:  # noqa: BLE001
-        log.exception("could not emit session.status for %s", session_id)
-    return 0
+    return _hook(emit_session, r, session_id)
 
 
 # --- message.inbound ---------------------------------------------------------------------------
@@ -230,11 +232,7 @@ def inbound_received(r: redis.Redis, event_id: str | None) -> int:
     """The hook after an inbound message was stored with its pending event; never raises."""
     if not event_id:
         return 0
-    try:
-        return emit_inbound(r, event_id)
-    except Exception:  # noqa: BLE001
-        log.exception("could not emit message.inbound %s", event_id)
-    return 0
+    return _hook(emit_inbound, r, event_id)
 
 
 # --- the sweep ---------------------------------------------------------------------------------
