@@ -62,11 +62,10 @@ def choose_sender(r: redis.Redis, record: dict, now: float | None = None) -> tup
     if not live:
         return None, "the tenant has no usable session"
     pol = policy.get()
-    ready_ids = {s["id"] for s in sessions.sendable_sessions(r, tenant)}
     scored = []
     for session in live:
         spare, used = spare_budget(r, session, pol, now)
-        ready = session["id"] in ready_ids
+        ready = sessions.is_sendable(session)  # the rule of sendable_sessions, on the real clock
         healthy = ready and used["cooldown_until"] is None
         waits_less = session["id"] not in paused_long
         scored.append(((healthy, ready, waits_less, spare, session["id"]), session))

@@ -89,12 +89,17 @@ def list_sessions(r: redis.Redis, tenant: str | None = None) -> list[dict]:
     return sorted(found, key=lambda s: (s["created_at"] or 0, s["id"]))
 
 
+def is_sendable(session: dict, now: float | None = None) -> bool:
+    """Connected, desired active, and its sending not paused."""
+    now = time.time() if now is None else now
+    return (session["status"] == "connected" and session.get("desired") == "active"
+            and (session["paused_until"] or 0) <= now)
+
+
 def sendable_sessions(r: redis.Redis, tenant: str) -> list[dict]:
     """Connected, desired-active sessions of the tenant whose sending is not paused."""
     now = time.time()
-    return [s for s in list_sessions(r, tenant)
-            if s["status"] == "connected" and s.get("desired") == "active"
-            and (s["paused_until"] or 0) <= now]
+    return [s for s in list_sessions(r, tenant) if is_sendable(s, now)]
 
 
 def public_view(session: dict) -> dict:
