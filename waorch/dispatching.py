@@ -15,7 +15,6 @@ from waorch import (
     policy,
     recipient_protection,
     sessions,
-    settings,
     suppressions,
 )
 from waorch.pacing import pace_for
@@ -46,8 +45,7 @@ def choose_sender(r: redis.Redis, record: dict, now: float | None = None) -> tup
     now = time.time() if now is None else now
     tenant = record["tenant"]
     live = [s for s in sessions.list_sessions(r, tenant) if s.get("status") not in DEAD_STATUSES]
-    long_pause = settings.get().reroute_after_pause
-    paused_long = {s["id"] for s in live if (s["paused_until"] or 0) - now > long_pause}
+    paused_long = {s["id"] for s in live if sessions.paused_long(s, now)}
     wanted = record.get("from_requested")
     if wanted:
         for session in live:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import redis
 
-from waorch import client_events, keys, lua, sessions, settings
+from waorch import client_events, keys, lua, sessions
 
 log = logging.getLogger("waorch.rerouting")
 
@@ -65,14 +65,10 @@ def reroute(r: redis.Redis, session_id: str, phone: str, why: str, keep_explicit
     return done
 
 
-def _pause_too_long(session: dict, now: float) -> bool:
-    return (session.get("paused_until") or 0) - now > settings.get().reroute_after_pause
-
-
 def usable_elsewhere(r: redis.Redis, session: dict, now: float) -> bool:
     """Whether the tenant has another session its messages could go to (alive, not paused long)."""
     return any(other["id"] != session["id"] and other.get("status") not in sessions.DEAD_STATUSES
-               and not _pause_too_long(other, now)
+               and not sessions.paused_long(other, now)
                for other in sessions.list_sessions(r, session["tenant"]))
 
 
@@ -83,7 +79,7 @@ def reroute_if_lost(r: redis.Redis, session: dict, now: float | None = None) -> 
     if status in sessions.DEAD_STATUSES:
         return reroute(r, session["id"], session["phone"],
                        f"session {session['id']} {status.replace('_', ' ')}", now=now)
-    if _pause_too_long(session, now) and usable_elsewhere(r, session, now):
+    if sessions.paused_long(session, now) and usable_elsewhere(r, session, now):
         until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(session["paused_until"]))
         return reroute(r, session["id"], session["phone"],
                        f"session {session['id']} paused until {until}", keep_explicit=True, now=now)
@@ -125,7 +121,7 @@ def sweep(r: redis.Redis, now: float | None = None) -> int:
     now = time.time() if now is None else now
     moved = 0
     listed = sessions.list_sessions(r, None)
-    lost = [s for s in listed if s.get("status") in sessions.DEAD_STATUSES or _pause_too_long(s, now)]
+    lost = [s for s in listed if s.get("status") in sessions.DEAD_STATUSES or sessions.paused_long(s, now)]
     if lost:
         for session, busy in zip(lost, _holds_messages(r, [(s["id"], s["phone"]) for s in lost], now),
                                  strict=True):

@@ -96,6 +96,11 @@ def is_sendable(session: dict, now: float | None = None) -> bool:
             and (session["paused_until"] or 0) <= now)
 
 
+def paused_long(session: dict, now: float) -> bool:
+    """Paused for longer than WAORCH_REROUTE_AFTER_PAUSE from `now`: its messages may go elsewhere."""
+    return (session.get("paused_until") or 0) - now > settings.get().reroute_after_pause
+
+
 def sendable_sessions(r: redis.Redis, tenant: str) -> list[dict]:
     """Connected, desired-active sessions of the tenant whose sending is not paused."""
     now = time.time()
