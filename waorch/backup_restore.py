@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import gzip
 import json
 import os
 import re
@@ -106,7 +107,8 @@ def _read_archive(archive: Path, stage: Path) -> dict:
     except OSError as exc:
         raise ArchiveRefused(f"cannot open {archive}: {exc.strerror or exc}") from exc
     try:
-        with handle, tarfile.open(fileobj=handle, mode="r|gz") as tar:
+        with handle, gzip.GzipFile(fileobj=handle, mode="rb") as gz, \
+                tarfile.open(fileobj=gz, mode="r|") as tar:
             for member in tar:
                 name = _safe_name(member.name)
                 if name in got or name in dirs or (name == MANIFEST and manifest_data is not None):
@@ -125,6 +127,10 @@ def _read_archive(archive: Path, stage: Path) -> dict:
                     manifest_data = tar.extractfile(member).read()
                 else:
                     got[name] = _stage_file(tar.extractfile(member), stage / name, member.mode)
+            # tarfile ends quietly at a damaged header after the first member: reading the stream
+            # to its end makes gzip check its CRC and length, so damage is named as such
+            while gz.read(1 << 20):
+                pass
     except ArchiveRefused:
         raise
     except OSError as exc:
