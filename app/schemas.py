@@ -14,6 +14,7 @@ from marshmallow import (
     validates_schema,
 )
 
+from waorch import zset_pages
 from waorch.phones import InvalidPhone, normalize
 
 MAX_TEXT = 4096
@@ -131,7 +132,7 @@ class MessageListQuerySchema(Schema):
     status = fields.String(validate=validate.OneOf(
         ["queued", "routed", "scheduled", "claimed", "sent", "delivered", "read", "failed"]))
     session = fields.String(validate=validate.Length(max=64))
-    cursor = fields.String(validate=validate.Regexp(r"^\d{1,12}(\.\d{1,9})?$"))
+    cursor = fields.String(validate=validate.Regexp(zset_pages.CURSOR_PATTERN))
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from typing import Any
 
 import redis
 
-from waorch import client_events, keys, lua, settings
+from waorch import client_events, keys, lua, settings, zset_pages
 
 
 class DeadLetterGone(RuntimeError):
@@ -37,13 +38,12 @@ def list_dead_letters(r: redis.Redis, tenant: str | None, cursor: str | None = N
                       limit: int = 50) -> tuple[list[dict], str | None]:
     """Newest first; pass the returned cursor back for the next page."""
     index = keys.tenant_dead_letters(tenant) if tenant else keys.DEAD_LETTERS_ALL
-    top = f"({cursor}" if cursor else "+inf"
-    ids = r.zrevrangebyscore(index, top, "-inf", start=0, num=limit, withscores=True)
+    ids = list(itertools.islice(zset_pages.newest_first(r, index, cursor, chunk=limit), limit))
     pipe = r.pipeline(transaction=False)
     for dl_id, _ in ids:
         pipe.hgetall(keys.dead_letter(dl_id))
     items = [public_view(rec) for rec in pipe.execute() if rec.get("id")]
-    next_cursor = repr(ids[-1][1]) if len(ids) == limit else None
+    next_cursor = zset_pages.cursor_after(*ids[-1]) if len(ids) == limit else None
     return items, next_cursor
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import secrets
 import time
@@ -11,7 +12,7 @@ from typing import Any
 
 import redis
 
-from waorch import keys, lua
+from waorch import keys, lua, zset_pages
 
 STATES = ("queued", "routed", "scheduled", "claimed", "sent", "delivered", "read", "failed")
 TERMINAL = frozenset({"sent", "delivered", "read", "failed"})
@@ -115,22 +116,18 @@ def list_messages(r: redis.Redis, tenant: str | None, status: str | None = None,
                   limit: int = 50) -> tuple[list[dict[str, Any]], str | None]:
     """Newest first; `cursor` is the opaque value returned by the previous page."""
     index = keys.tenant_messages(tenant) if tenant else keys.MESSAGES_ALL
-    max_score: str = "+inf"
-    if cursor:
-        max_score = f"({cursor}"
+    entries = zset_pages.newest_first(r, index, cursor)
     items: list[dict[str, Any]] = []
-    next_cursor = None
-    # scan in chunks so that filters do not starve a page
+    last: tuple[str, float] | None = None
+    # read the records in chunks so that filters do not starve a page
     while len(items) < limit:
-        chunk = r.zrevrangebyscore(index, max_score, "-inf", start=0, num=200, withscores=True)
+        chunk = list(itertools.islice(entries, 200))
         if not chunk:
-            next_cursor = None
-            break
+            return items, None
         pipe = r.pipeline(transaction=False)
         for msg_id, _ in chunk:
             pipe.hgetall(keys.message(msg_id))
-        for (_, score), record in zip(chunk, pipe.execute(), strict=True):
-            max_score = f"({score!r}"
+        for entry, record in zip(chunk, pipe.execute(), strict=True):
             if not record:
                 continue
             if status and record.get("status") != status:
@@ -138,10 +135,7 @@ def list_messages(r: redis.Redis, tenant: str | None, status: str | None = None,
             if session and record.get("session") != session:
                 continue
             items.append(public_view(record))
-            next_cursor = repr(score)
+            last = entry
             if len(items) == limit:
                 break
-        if len(chunk) < 200 and len(items) < limit:
-            next_cursor = None
-            break
-    return items, next_cursor if len(items) == limit else None
+    return items, zset_pages.cursor_after(*last) if last else None

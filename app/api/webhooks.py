@@ -12,7 +12,7 @@ from marshmallow import Schema, ValidationError, fields, validate
 
 from app.auth import acting_tenant, requires, tenant_filter
 from app.errors import ApiError
-from waorch import client_webhooks, dead_letters
+from waorch import client_webhooks, dead_letters, zset_pages
 from waorch.client_webhooks import EVENT_TYPES, SECRET_MAX, SECRET_MIN, WebhookUrlError
 from waorch.redis_client import get_redis
 
@@ -92,7 +92,7 @@ class DeadLetterPageSchema(Schema):
 
 
 class DeadLetterQuerySchema(Schema):
-    cursor = fields.String(validate=validate.Regexp(r"^\d{1,12}(\.\d{1,9})?$"))
+    cursor = fields.String(validate=validate.Regexp(zset_pages.CURSOR_PATTERN))
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
 
 

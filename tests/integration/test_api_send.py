@@ -175,6 +175,22 @@ def test_message_listing_filters_and_pages(api_client):
     assert api_client.get("/api/messages/does-not-exist").status_code == 404
 
 
+def test_a_batch_pages_whole_although_it_shares_one_acceptance_time(api_client):
+    # one accept script stamps a whole batch with the same time: pages must split that group
+    batch = [{"to": f"+1415555{i:04d}", "text": f"b{i}"} for i in range(120)]
+    ids = api_client.post("/api/send/batch", json={"messages": batch}).json()["ids"]
+    assert len(ids) == 120
+    seen, cursor = [], None
+    for _ in range(5):
+        page = api_client.get("/api/messages", params={"limit": 50} | ({"cursor": cursor} if cursor else {}))
+        assert page.status_code == 200, page.text
+        seen += [m["id"] for m in page.json()["items"]]
+        cursor = page.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == 120 and sorted(seen) == sorted(ids)
+
+
 def test_redis_down_is_503_json(redis_server, monkeypatch, r):
     key = apikeys.create_key(r, "acme", "send,read")
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")

@@ -114,8 +114,8 @@ def test_keys_need_read_scope_and_only_admins_subscribe_for_others(gateway, r, a
     assert made.status_code == 201 and made.json()["tenant"] == "globex"
 
 
-def dead_letter(r, sub_id: str, event_id: str = "evt_1") -> str:
-    now = time.time()
+def dead_letter(r, sub_id: str, event_id: str = "evt_1", now: float | None = None) -> str:
+    now = time.time() if now is None else now
     r.set(keys.client_event(event_id), json.dumps({"id": event_id, "type": "session.status",
                                                    "created_at": now, "data": {}}))
     r.rpush(keys.webhook_lane(sub_id, 0), f"{event_id} {now - 100}")
@@ -152,6 +152,23 @@ def test_redelivery_after_the_webhook_was_deleted_is_409(client, r):
     assert client.delete(f"/api/webhooks/{sub}").status_code == 204
     answer = client.post(f"/api/webhooks/dead-letters/{dl}/redeliver")
     assert answer.status_code == 409 and answer.json()["code"] == "webhook_gone"
+
+
+def test_dead_letters_of_one_moment_page_whole(client, r):
+    # a disabled webhook's queued events become dead letters in one script, at one time
+    sub = client.post("/api/webhooks", json={"url": "http://127.0.0.1:1/"}).json()["id"]
+    now = time.time()
+    ids = [dead_letter(r, sub, f"evt_{i}", now) for i in range(7)]
+    listed, cursor = [], None
+    for _ in range(5):
+        params = {"limit": 3} | ({"cursor": cursor} if cursor else {})
+        page = client.get("/api/webhooks/dead-letters", params=params)
+        assert page.status_code == 200, page.text
+        listed += [i["id"] for i in page.json()["items"]]
+        cursor = page.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert sorted(listed) == sorted(ids) and len(listed) == 7
 
 
 @pytest.mark.parametrize("query", [{"limit": 0}, {"limit": 201}, {"cursor": "abc"}, {"limit": "x"}])
