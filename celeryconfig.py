@@ -59,6 +59,8 @@ beat_schedule = {
     # messages left on banned/stopped/deleted sessions, and leases that expired there (docs/policy.md)
     "reroute-lost-sessions": {"task": "tasks.maintenance.reroute_lost_sessions", "schedule": 30.0},
     "trust-review": {"task": "tasks.maintenance.trust_review", "schedule": 3600.0},
+    # finished messages older than WAORCH_MESSAGE_RETENTION: Redis holds every record in memory
+    "prune-messages": {"task": "tasks.maintenance.prune_messages", "schedule": 3600.0},
     # client webhook lanes whose backoff ended (or whose delivery task got lost)
     "client-webhook-retries": {"task": "tasks.events.sweep", "schedule": 10.0},
     # alert outboxes: retries after a backoff, publishes that got lost (docs/alerts.md)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tasks import dispatch
 from tasks.celery_app import app
-from waorch import dispatching, rerouting, settings
+from waorch import dispatching, messages, rerouting, settings
 from waorch.redis_client import get_redis
 
 
@@ -33,3 +33,9 @@ def recover_unrouted() -> int:
 def reroute_lost_sessions() -> int:
     """Move unsent messages of dead, deleted or long-paused sessions to another sender (safety net)."""
     return rerouting.sweep(get_redis())
+
+
+@app.task(name="tasks.maintenance.prune_messages")
+def prune_messages() -> int:
+    """Forget messages that finished longer than WAORCH_MESSAGE_RETENTION ago."""
+    return messages.prune_finished(get_redis(), settings.get().message_retention)

@@ -139,3 +139,19 @@ def list_messages(r: redis.Redis, tenant: str | None, status: str | None = None,
             if len(items) == limit:
                 break
     return items, zset_pages.cursor_after(*last) if last else None
+
+
+def prune_finished(r: redis.Redis, retention: float, now: float | None = None,
+                   batch: int = 500) -> int:
+    """Delete messages that finished (sent, delivered, read, failed) more than `retention` s ago."""
+    if retention <= 0:
+        return 0
+    cutoff = (time.time() if now is None else now) - retention
+    prune = lua.script(r, "prune_messages")
+    pruned = offset = 0
+    while True:
+        gone, kept, examined = prune(keys=[keys.MESSAGES_ALL], args=[f"{cutoff:.6f}", offset, batch])
+        pruned += gone
+        offset += kept  # what stays (not finished yet) is passed over, not examined again
+        if examined < batch:
+            return pruned

@@ -94,6 +94,8 @@ SETTINGS: tuple[Setting, ...] = (
             "`on`: a recipient gets a tenant's messages in acceptance order; `off`: no such check."),
     Setting("WAORCH_REROUTE_AFTER_PAUSE", "3600",
             "Seconds: a RESTRICTED session's messages move to another sender if its pause runs longer."),
+    Setting("WAORCH_MESSAGE_RETENTION", "2592000",
+            "Seconds a finished message (and its history) is kept after its last change; 0: forever."),
 )
 
 _BY_ENV = {s.env: s for s in SETTINGS}
@@ -179,6 +181,7 @@ class Settings:
     claim_recheck: float
     recipient_order: str
     reroute_after_pause: float
+    message_retention: float
 
     @property
     def gateway_url(self) -> str:
