@@ -132,6 +132,7 @@ class MessageListQuerySchema(Schema):
     status = fields.String(validate=validate.OneOf(
         ["queued", "routed", "scheduled", "claimed", "sent", "delivered", "read", "failed"]))
     session = fields.String(validate=validate.Length(max=64))
+    to = PhoneField(metadata={"description": "only messages to this number (any format phonenumbers reads)"})
     cursor = fields.String(validate=validate.Regexp(zset_pages.CURSOR_PATTERN))
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
 

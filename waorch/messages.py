@@ -111,34 +111,38 @@ def public_view(record: dict[str, str]) -> dict[str, Any]:
     }
 
 
+SCAN_LIMIT = 5000  # index entries one listing request examines at most
+
+
 def list_messages(r: redis.Redis, tenant: str | None, status: str | None = None,
-                  session: str | None = None, cursor: str | None = None,
-                  limit: int = 50) -> tuple[list[dict[str, Any]], str | None]:
-    """Newest first; `cursor` is the opaque value returned by the previous page."""
+                  session: str | None = None, cursor: str | None = None, limit: int = 50,
+                  to: str | None = None,
+                  scan_limit: int = SCAN_LIMIT) -> tuple[list[dict[str, Any]], str | None]:
+    """Newest first; `cursor` is the opaque value returned by the previous page.
+
+    With filters, a page may hold fewer than `limit` items (even none) and still a cursor: one
+    request examines at most `scan_limit` messages, so a rare filter costs bounded work per page."""
     index = keys.tenant_messages(tenant) if tenant else keys.MESSAGES_ALL
     entries = zset_pages.newest_first(r, index, cursor)
+    wanted = {"status": status, "session": session, "to": to}
+    wanted = {field: value for field, value in wanted.items() if value}
     items: list[dict[str, Any]] = []
-    last: tuple[str, float] | None = None
-    # read the records in chunks so that filters do not starve a page
-    while len(items) < limit:
-        chunk = list(itertools.islice(entries, 200))
+    examined = 0
+    last: tuple[str, float] = ("", 0.0)
+    while len(items) < limit and examined < scan_limit:
+        chunk = list(itertools.islice(entries, min(200, scan_limit - examined)))
         if not chunk:
             return items, None
         pipe = r.pipeline(transaction=False)
         for msg_id, _ in chunk:
             pipe.hgetall(keys.message(msg_id))
         for entry, record in zip(chunk, pipe.execute(), strict=True):
-            if not record:
-                continue
-            if status and record.get("status") != status:
-                continue
-            if session and record.get("session") != session:
-                continue
-            items.append(public_view(record))
-            last = entry
-            if len(items) == limit:
-                break
-    return items, zset_pages.cursor_after(*last) if last else None
+            examined, last = examined + 1, entry
+            if record and all(record.get(field) == value for field, value in wanted.items()):
+                items.append(public_view(record))
+                if len(items) == limit:
+                    break
+    return items, zset_pages.cursor_after(*last)
 
 
 def prune_finished(r: redis.Redis, retention: float, now: float | None = None,

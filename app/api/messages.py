@@ -18,10 +18,13 @@ blp = Blueprint("messages", __name__, url_prefix="/api/messages", description="M
 @blp.arguments(MessageListQuerySchema, location="query")
 @blp.response(200, MessagePageSchema)
 def list_messages(query: dict):
-    """Messages newest first; pass `next_cursor` back as `cursor` for the next page."""
+    """Messages newest first; pass `next_cursor` back as `cursor` until it is null.
+
+    With filters a page may hold fewer than `limit` messages, even none, and still a `next_cursor`:
+    one request looks at no more than 5000 messages."""
     items, next_cursor = messages.list_messages(
         get_redis(), tenant_filter(), status=query.get("status"), session=query.get("session"),
-        cursor=query.get("cursor"), limit=query["limit"])
+        to=query.get("to"), cursor=query.get("cursor"), limit=query["limit"])
     return {"items": items, "next_cursor": next_cursor}
 
 

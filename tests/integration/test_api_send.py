@@ -172,6 +172,14 @@ def test_message_listing_filters_and_pages(api_client):
     assert api_client.get("/api/messages", params={"status": "bogus"}).status_code == 422
     assert api_client.get("/api/messages", params={"limit": 0}).status_code == 422
     assert api_client.get("/api/messages", params={"cursor": "abc"}).status_code == 422
+    other = api_client.send("+14155550199", "to someone else").json()["id"]
+    for spelled in (TO, TO[1:], "+1 (415) 555-0123"):
+        mine = api_client.get("/api/messages", params={"to": spelled, "limit": 50}).json()["items"]
+        assert sorted(m["id"] for m in mine) == sorted(ids), spelled
+    theirs = api_client.get("/api/messages", params={"to": "+14155550199"}).json()["items"]
+    assert [m["id"] for m in theirs] == [other]
+    bad = api_client.get("/api/messages", params={"to": "12"})
+    assert bad.status_code == 422 and "to" in bad.json()["errors"]
     assert api_client.get("/api/messages/does-not-exist").status_code == 404
 
 

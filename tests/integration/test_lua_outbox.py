@@ -230,3 +230,21 @@ def test_listing_pages_newest_first(r):
     got = [m["id"] for m in page1 + page2 + page3]
     assert got == list(reversed(ids)) and cursor3 is None
     assert messages.list_messages(r, "t2")[0] == []
+
+
+def test_a_rare_filter_costs_bounded_work_per_page_and_still_finds_everything(r):
+    for i in range(25):
+        messages.accept(r, "t1", [{"id": f"q{i:02d}", "to": "14155550123", "text": "x"}], {}, now=1000 + i)
+    assert outbox.fail(r, "q00", "no_session")  # the only failed one, and the oldest
+    pages, cursor = [], None
+    while True:
+        items, cursor = messages.list_messages(r, "t1", status="failed", cursor=cursor, limit=5,
+                                               scan_limit=10)
+        pages.append([m["id"] for m in items])
+        if cursor is None:
+            break
+    # 10 + 10 examined without a match, then the last 5 with it: three requests
+    assert pages == [[], [], ["q00"]]
+    found, cursor = messages.list_messages(r, "t1", to="14155550123", limit=30)
+    assert len(found) == 25 and cursor is None
+    assert messages.list_messages(r, "t1", to="14155550199")[0] == []
