@@ -127,7 +127,8 @@ the text alone as a bare Redis string.
   (30 days of 100 000 a day: {med['message'] * 100_000 * 30 / 2**30:.1f} GiB), plus the AOF rewrite headroom.
 - What stays at once after pruning is one day's worth of per-recipient daily-cap counters (they
   expire a day after the send) and the session's rolling 24 h send log (trimmed by the next claim
-  a day later); neither depends on the retention.
+  a day later); neither depends on the retention. The last ~45 B are Redis's own key table, which
+  it shrinks later, on its own.
 """
     print(text)
     if args.write:
