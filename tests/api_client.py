@@ -28,6 +28,9 @@ class ApiClient:
     def post(self, path: str, **kwargs):
         return self.request("POST", path, **kwargs)
 
+    def patch(self, path: str, **kwargs):
+        return self.request("PATCH", path, **kwargs)
+
     def delete(self, path: str, **kwargs):
         return self.request("DELETE", path, **kwargs)
 

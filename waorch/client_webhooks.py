@@ -194,14 +194,20 @@ def public_view(record: dict[str, str]) -> dict:
     }
 
 
+def _event_types(events: list[str]) -> list[str]:
+    """The event types asked for, once each, in order; ValueError for an unknown one or none."""
+    chosen = list(dict.fromkeys(events))
+    unknown = [e for e in chosen if e not in EVENT_TYPES]
+    if unknown or not chosen:
+        raise ValueError(f"unknown event types: {', '.join(unknown)}" if unknown else "give an event type")
+    return chosen
+
+
 def create(r: redis.Redis, tenant: str, url: str, events: list[str] | None = None,
            secret: str | None = None) -> tuple[dict, str | None]:
     """Subscribe `tenant`; returns (view, generated secret or None). Checks the URL first."""
     target = check_url(url)
-    chosen = list(dict.fromkeys(events or EVENT_TYPES))
-    unknown = [e for e in chosen if e not in EVENT_TYPES]
-    if unknown:
-        raise ValueError(f"unknown event types: {', '.join(unknown)}")
+    chosen = _event_types(events or EVENT_TYPES)
     generated = None
     if secret is None:
         generated = secret = "whsec_" + secrets.token_urlsafe(32)
@@ -215,6 +221,34 @@ def create(r: redis.Redis, tenant: str, url: str, events: list[str] | None = Non
         raise TooManyWebhooks(f"a tenant may have at most {MAX_PER_TENANT} webhooks")
     log.info("tenant %s subscribed %s to %s", tenant, sub_id, target.host)
     return public_view(record), generated
+
+
+def update(r: redis.Redis, sub_id: str, tenant: str | None, url: str | None = None,
+           events: list[str] | None = None, secret: str | None = None,
+           rotate_secret: bool = False) -> tuple[dict, str | None] | None:
+    """Change a subscription's URL, events and/or secret; (view, generated secret or None), or None
+    when unknown or not the tenant's. Queued events keep their place and go to what is set now."""
+    record = get(r, sub_id, tenant)
+    if record is None:
+        return None
+    changes: dict[str, str] = {}
+    if url is not None:
+        target = check_url(url)
+        changes["url"] = target.url
+    if events is not None:
+        changes["events"] = ",".join(_event_types(events))
+    generated = None
+    if rotate_secret:
+        generated = secret = "whsec_" + secrets.token_urlsafe(32)
+    if secret is not None:
+        changes["secret"] = seal(check_secret(secret))
+    if changes:
+        flat = [item for pair in changes.items() for item in pair]
+        if lua.script(r, "webhook_update")(args=[sub_id, *flat]) != "ok":
+            return None
+        log.info("webhook %s updated: %s", sub_id, ", ".join(sorted(changes)))
+    updated = get(r, sub_id, tenant)
+    return (public_view(updated), generated) if updated else None
 
 
 def get(r: redis.Redis, sub_id: str, tenant: str | None = None) -> dict | None:

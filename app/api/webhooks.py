@@ -8,7 +8,7 @@ tenant). The signing secret is never shown again after creation.
 from __future__ import annotations
 
 from flask_smorest import Blueprint
-from marshmallow import Schema, ValidationError, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from app.auth import acting_tenant, requires, tenant_filter
 from app.errors import ApiError
@@ -31,16 +31,39 @@ class WebhookUrlField(fields.String):
             raise ValidationError(str(exc)) from None
 
 
+def _secret_field(description: str) -> fields.String:
+    return fields.String(validate=[validate.Length(min=SECRET_MIN, max=SECRET_MAX),
+                                   validate.Regexp(r"^[\x21-\x7e]+$", error="printable ASCII, no spaces")],
+                         metadata={"description": description})
+
+
+def _events_field(description: str) -> fields.List:
+    return fields.List(fields.String(validate=validate.OneOf(EVENT_TYPES)),
+                       validate=validate.Length(min=1, max=len(EVENT_TYPES)),
+                       metadata={"description": description})
+
+
 class WebhookCreateSchema(Schema):
     url = WebhookUrlField(required=True, metadata={"description": "https://... (http only if allow-listed)"})
-    secret = fields.String(validate=[validate.Length(min=SECRET_MIN, max=SECRET_MAX),
-                                     validate.Regexp(r"^[\x21-\x7e]+$", error="printable ASCII, no spaces")],
-                           metadata={"description": "HMAC key for X-Waorch-Signature; generated if omitted"})
-    events = fields.List(fields.String(validate=validate.OneOf(EVENT_TYPES)),
-                         validate=validate.Length(min=1, max=len(EVENT_TYPES)),
-                         metadata={"description": "default: all event types"})
+    secret = _secret_field("HMAC key for X-Waorch-Signature; generated if omitted")
+    events = _events_field("default: all event types")
     tenant = fields.String(validate=validate.Length(min=1, max=64),
                            metadata={"description": "admin keys only: subscribe for another tenant"})
+
+
+class WebhookUpdateSchema(Schema):
+    url = WebhookUrlField(metadata={"description": "the new endpoint; queued events go there"})
+    secret = _secret_field("the new HMAC key; deliveries from now on are signed with it")
+    rotate_secret = fields.Boolean(metadata={"description": "true: waorch generates a new secret and "
+                                                            "returns it in this answer only"})
+    events = _events_field("the event types to queue from now on")
+
+    @validates_schema
+    def _one_change(self, data, **kwargs):
+        if not any(data.get(name) for name in ("url", "secret", "rotate_secret", "events")):
+            raise ValidationError("give url, secret, rotate_secret or events")
+        if data.get("secret") and data.get("rotate_secret"):
+            raise ValidationError("give a secret or rotate_secret, not both", field_name="secret")
 
 
 class DeliveryStatusSchema(Schema):
@@ -106,6 +129,14 @@ def _view(record: dict) -> dict:
             "delivery": client_webhooks.delivery_status(get_redis(), record)}
 
 
+def _with_secret(view: dict, generated: str | None) -> dict:
+    """The answer to a create or update: the view, and the secret only when waorch generated it."""
+    answer = {**view, "delivery": client_webhooks.delivery_status(get_redis(), view)}
+    if generated:
+        answer["secret"] = generated
+    return answer
+
+
 def _view_or_404(record: dict | None) -> dict:
     """`_view` of a webhook found for this key's tenant; 404 when there is none."""
     if record is None:
@@ -129,10 +160,7 @@ def create(body: dict):
         raise ApiError(422, "validation_error", "the request did not validate", {"url": [str(exc)]}) from None
     except client_webhooks.TooManyWebhooks as exc:
         raise ApiError(409, "too_many_webhooks", str(exc)) from None
-    answer = {**view, "delivery": client_webhooks.delivery_status(r, view)}
-    if generated:
-        answer["secret"] = generated
-    return answer
+    return _with_secret(view, generated)
 
 
 @blp.route("", methods=["GET"])
@@ -178,6 +206,23 @@ def redeliver(dl_id: str):
 def show(webhook_id: str):
     """One webhook with how delivery goes."""
     return _view_or_404(client_webhooks.get(get_redis(), webhook_id, tenant_filter()))
+
+
+@blp.route("/<string:webhook_id>", methods=["PATCH"])
+@requires("read")
+@blp.arguments(WebhookUpdateSchema)
+@blp.response(200, WebhookCreatedSchema)
+def update(body: dict, webhook_id: str):
+    """Change the URL, the events and/or the secret; queued events keep their place."""
+    try:
+        updated = client_webhooks.update(
+            get_redis(), webhook_id, tenant_filter(), body.get("url"), body.get("events"), body.get("secret"),
+            bool(body.get("rotate_secret")))
+    except WebhookUrlError as exc:
+        raise ApiError(422, "validation_error", "the request did not validate", {"url": [str(exc)]}) from None
+    if updated is None:
+        raise ApiError(404, "not_found", "no such webhook")
+    return _with_secret(*updated)
 
 
 @blp.route("/<string:webhook_id>/enable", methods=["POST"])

@@ -200,3 +200,67 @@ def test_a_webhook_whose_endpoint_answered_410_shows_disabled_and_can_be_enabled
     assert client.get(f"/api/webhooks/{sub['id']}").json()["status"] == "active"
     assert client.post(f"/api/webhooks/dead-letters/{letter['id']}/redeliver").status_code == 202
     assert client.post("/api/webhooks/wh_nope/enable").status_code == 404
+
+
+def test_update_url_events_and_secret(client, r):
+    created = client.post("/api/webhooks", json={"url": "http://127.0.0.1:8123/in", "secret": SECRET}).json()
+    path = f"/api/webhooks/{created['id']}"
+    moved = client.patch(path, json={"url": "http://127.0.0.1:8124/new", "events": ["message.inbound"]})
+    assert moved.status_code == 200, moved.text
+    body = moved.json()
+    assert body["url"] == "http://127.0.0.1:8124/new" and body["events"] == ["message.inbound"]
+    assert "secret" not in body and body["id"] == created["id"]
+
+    def stored_secret() -> str | None:
+        return client_webhooks.unseal(client_webhooks.get(r, created["id"])["secret"])
+
+    assert stored_secret() == SECRET  # untouched
+    chosen = client.patch(path, json={"secret": "a-brand-new-secret-42"})
+    assert chosen.status_code == 200 and "a-brand-new-secret-42" not in chosen.text
+    assert stored_secret() == "a-brand-new-secret-42"
+    rotated = client.patch(path, json={"rotate_secret": True})
+    assert rotated.status_code == 200
+    new = rotated.json()["secret"]
+    assert new.startswith("whsec_") and stored_secret() == new
+    assert new not in client.get(path).text and new not in client.get("/api/webhooks").text
+
+
+@pytest.mark.parametrize("body,field", [
+    ({}, "_schema"), ({"url": "https://127.0.0.2/"}, "url"), ({"events": []}, "events"),
+    ({"events": ["message.bogus"]}, "events"), ({"secret": "short"}, "secret"),
+    ({"secret": "a-brand-new-secret-42", "rotate_secret": True}, "secret"), ({"colour": "red"}, "colour"),
+])
+def test_bad_updates_are_422_and_change_nothing(client, r, body, field):
+    created = client.post("/api/webhooks", json={"url": "http://127.0.0.1:8123/in", "secret": SECRET}).json()
+    before = r.hgetall(keys.client_webhook(created["id"]))
+    answer = client.patch(f"/api/webhooks/{created['id']}", json=body)
+    assert answer.status_code == 422, answer.text
+    assert field in answer.json()["errors"], answer.json()
+    assert r.hgetall(keys.client_webhook(created["id"])) == before
+
+
+def test_another_tenants_webhook_cannot_be_updated(client, gateway, r):
+    created = client.post("/api/webhooks", json={"url": "http://127.0.0.1:8123/in"}).json()
+    stranger = ApiClient(gateway.url, apikeys.create_key(r, "globex", "read"))
+    answer = stranger.patch(f"/api/webhooks/{created['id']}", json={"url": "http://127.0.0.1:9/steal"})
+    assert answer.status_code == 404
+    assert client_webhooks.get(r, created["id"])["url"] == "http://127.0.0.1:8123/in"
+    assert client.patch("/api/webhooks/wh_nope", json={"rotate_secret": True}).status_code == 404
+    admin = ApiClient(gateway.url, apikeys.create_key(r, "ops", "admin"))
+    by_admin = admin.patch(f"/api/webhooks/{created['id']}", json={"events": ["session.status"]})
+    assert by_admin.status_code == 200 and by_admin.json()["events"] == ["session.status"]
+
+
+def test_an_update_racing_a_delete_never_leaves_half_a_webhook(client, r):
+    from concurrent.futures import ThreadPoolExecutor
+
+    for _ in range(20):
+        view, _ = client_webhooks.create(r, "acme", "http://127.0.0.1:8123/in", None, SECRET)
+        with ThreadPoolExecutor(4) as pool:
+            updates = [pool.submit(client_webhooks.update, r, view["id"], "acme", None, ["session.status"])
+                       for _ in range(3)]
+            pool.submit(client_webhooks.delete, r, view["id"], "acme").result()
+            for done in updates:
+                done.result()
+        assert not r.exists(keys.client_webhook(view["id"]))
+        assert client_webhooks.update(r, view["id"], "acme", events=["session.status"]) is None

@@ -310,3 +310,19 @@ def test_events_queued_for_a_disabled_webhook_are_not_posted(r, fast_retries, re
     run = webhook_delivery.deliver_lane(r, sub, lane)
     assert run.outcome == "disabled" and run.dead == 1 and receiver.attempts == 0
     assert not r.exists(keys.webhook_lane(sub, lane))
+
+
+def test_queued_events_follow_an_update_to_the_new_url_and_secret(r, fast_retries, receiver):
+    old = WebhookReceiver()  # never started: the old endpoint is gone
+    sub = subscribe(r, old.url)
+    lane = client_events.lane_for("s5")
+    ids = emit_status(r, "s5", "a", "b")
+    assert webhook_delivery.deliver_lane(r, sub, lane).outcome == "retry"
+    _, new_secret = client_webhooks.update(r, sub, TENANT, url=receiver.url, rotate_secret=True)
+    ids += emit_status(r, "s5", "c")
+    run_until(r, sub, lane, lambda: len(receiver.deliveries) == 3)
+    assert [e["id"] for e in receiver.events()] == ids  # nothing lost or reordered by the change
+    assert all(d.verifies(new_secret) and not d.verifies(SECRET) for d in receiver.deliveries)
+    client_webhooks.update(r, sub, TENANT, events=["message.status"])
+    emit_status(r, "s5", "d")  # session.status is no longer wanted: not queued
+    assert client_webhooks.delivery_status(r, client_webhooks.get(r, sub))["pending"] == 0
