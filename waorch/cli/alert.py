@@ -8,17 +8,14 @@ import time
 import click
 
 from waorch import alert_delivery, alert_events, alert_sinks
+from waorch.cli._output import when
 from waorch.redis_client import get_redis
 
 TEST_KIND = "test"
 
 
-def _when(at: float | None) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at)) if at else "-"
-
-
 def _line(event: dict) -> str:
-    return (f"{_when(event['at'])}  {event['state']:<8}  {event['severity']:<8}  "
+    return (f"{when(event['at'])}  {event['state']:<8}  {event['severity']:<8}  "
             f"{event['kind']} {event['subject']}: {event['message']}")
 
 
@@ -51,7 +48,7 @@ def list_(recent: int, as_json: bool) -> None:
         click.echo("sinks: none configured (WAORCH_TELEGRAM_BOT_TOKEN, WAORCH_ALERT_WEBHOOK_URL)")
     for sink in sinks:
         click.echo(f"sink {sink['sink']}: pending {sink['pending']}, delivered {sink['delivered']}, "
-                   f"failures {sink['failures']}, last ok {_when(sink['last_ok'])}, "
+                   f"failures {sink['failures']}, last ok {when(sink['last_ok'])}, "
                    f"last error {sink['last_error'] or '-'}")
 
 

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import json
-import time
 
 import click
 
 from waorch import messages
+from waorch.cli._output import echo_pages, when
 from waorch.phones import InvalidPhone, normalize
 from waorch.redis_client import get_redis
-
-
-def _when(at: float | None) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at)) if at else "-"
 
 
 @click.group("message")
@@ -37,7 +33,7 @@ def show(message_id: str, as_json: bool) -> None:
                f"  attempts {found['attempts']}")
     for step in found["history"]:
         detail = f"  {step['detail']}" if step.get("detail") else ""
-        click.echo(f"  {_when(step['at'])}  {step['status']}{detail}")
+        click.echo(f"  {when(step['at'])}  {step['status']}{detail}")
 
 
 def _phone(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -60,15 +56,11 @@ def list_(tenant: str | None, status: str | None, session: str | None, to: str |
           as_json: bool) -> None:
     """Messages newest first: id, status (reason), recipient, session, last change."""
     r = get_redis()
-    shown, cursor = 0, None
-    while shown < limit:
-        page, cursor = messages.list_messages(r, tenant, status=status, session=session, to=to,
-                                              cursor=cursor, limit=min(200, limit - shown))
-        for item in page:
-            reason = f" ({item['reason']})" if item["reason"] else ""
-            click.echo(json.dumps(item, sort_keys=True) if as_json else
-                       f"{item['id']}  {item['status']}{reason}  +{item['to']}  {item['session'] or '-'}"
-                       f"  {_when(item['updated_at'])}")
-        shown += len(page)
-        if cursor is None:
-            return
+
+    def line(item: dict) -> str:
+        reason = f" ({item['reason']})" if item["reason"] else ""
+        return (f"{item['id']}  {item['status']}{reason}  +{item['to']}  {item['session'] or '-'}"
+                f"  {when(item['updated_at'])}")
+
+    echo_pages(lambda cursor, n: messages.list_messages(r, tenant, status=status, session=session, to=to,
+                                                        cursor=cursor, limit=n), limit, as_json, line)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import time
 
 import click
 
 from waorch import suppressions
+from waorch.cli._output import when
 from waorch.phones import InvalidPhone, normalize
 from waorch.redis_client import get_redis
 
@@ -26,10 +26,6 @@ def _phone(text: str) -> str:
         raise click.BadParameter(str(exc), param_hint="PHONE") from None
 
 
-def _when(at) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(at))) if at else "-"
-
-
 @command.command("list")
 @_TENANT
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
@@ -41,7 +37,7 @@ def list_(tenant: str, as_json: bool) -> None:
         items, cursor = suppressions.list_page(r, tenant, cursor, 500)
         for item in items:
             click.echo(json.dumps(item, sort_keys=True) if as_json else
-                       f"+{item['phone']}  {_when(item['at'])}  {item['source'] or '-'}  {item['reason']}")
+                       f"+{item['phone']}  {when(item['at'])}  {item['source'] or '-'}  {item['reason']}")
 
 
 @command.command("add")
@@ -52,7 +48,7 @@ def add(phone: str, tenant: str, reason: str) -> None:
     """Suppress PHONE (international format): scheduled messages to it fail at their claim."""
     record, created = suppressions.add(get_redis(), tenant, _phone(phone), reason, source="cli")
     click.echo(("suppressed " if created else "already suppressed ") + f"+{record['phone']}"
-               + (f" (since {_when(record['at'])})" if not created else ""))
+               + (f" (since {when(record['at'])})" if not created else ""))
 
 
 @command.command("remove")

@@ -4,18 +4,14 @@
 from __future__ import annotations
 
 import json
-import time
 
 import click
 
 from waorch import client_webhooks, dead_letters
+from waorch.cli._output import echo_pages, when
 from waorch.redis_client import get_redis
 
 _TENANT = click.option("--tenant", help="Only this tenant's (default: every tenant).")
-
-
-def _when(at: float | None) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at)) if at else "-"
 
 
 @click.group("webhook")
@@ -45,16 +41,9 @@ def list_(tenant: str | None, as_json: bool) -> None:
 def dead_letters_(tenant: str | None, limit: int, as_json: bool) -> None:
     """Events that ran out of retries, newest first."""
     r = get_redis()
-    shown, cursor = 0, None
-    while shown < limit:
-        page, cursor = dead_letters.list_dead_letters(r, tenant, cursor, min(200, limit - shown))
-        for item in page:
-            click.echo(json.dumps(item, sort_keys=True) if as_json else
-                       f"{item['id']}  {_when(item['dead_at'])}  {item['webhook_id']}  {item['event_id']}"
-                       f"  attempts {item['attempts']}  {item['last_error'] or '-'}")
-        shown += len(page)
-        if cursor is None:
-            return
+    echo_pages(lambda cursor, n: dead_letters.list_dead_letters(r, tenant, cursor, n), limit, as_json,
+               lambda item: f"{item['id']}  {when(item['dead_at'])}  {item['webhook_id']}  {item['event_id']}"
+                            f"  attempts {item['attempts']}  {item['last_error'] or '-'}")
 
 
 @command.command("redeliver")
