@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
+import time
 
-from flask import Flask, request
+from flask import Flask, g, request
 from flask_smorest import Api
 
 from app import metrics as metrics_view
 from app.api import load_blueprints
 from app.dashboard import blueprint as dashboard_page
 from app.errors import ApiError, register_error_handlers
-from waorch import settings
+from waorch import http_metrics, settings
 
 
 def create_app(overrides: dict | None = None) -> Flask:
@@ -39,6 +40,19 @@ def create_app(overrides: dict | None = None) -> Flask:
     if overrides:
         app.config.update(overrides)
     logging.basicConfig(level=conf.log_level)
+
+    @app.before_request
+    def _start_clock():
+        g.request_started = time.perf_counter()
+
+    @app.after_request
+    def _count(response):
+        # labelled by the route template (never the path itself: ids would explode the series)
+        endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        http_metrics.TALLY.observe(endpoint, request.method, response.status_code,
+                                   time.perf_counter() - g.get("request_started", time.perf_counter()))
+        return response
+
     @app.before_request
     def _json_only():
         # 415 for bodies that are not JSON, on every endpoint that takes one

@@ -29,6 +29,8 @@ def redis_url(redis_server, monkeypatch) -> str:
     client.close()
     monkeypatch.setenv("REDIS_URL", url)
     monkeypatch.setenv("WAORCH_SECRET_KEY", os.environ.get("WAORCH_SECRET_KEY", "test-master-key"))
+    # request metrics written by the request itself, never later into another test's Redis
+    monkeypatch.setenv("WAORCH_METRICS_FLUSH", "0")
     settings.get.cache_clear()
     redis_client.reset_clients()
     # celeryconfig read REDIS_URL once, when first imported: follow this test's Redis

@@ -195,6 +195,9 @@ METRICS_MESSAGE_ENTERED = "metrics:messages:entered"  # HASH state -> messages t
 METRICS_SEND_LATENCY = "metrics:send_latency"  # HASH b:<le> per-bucket counts, sum, count (accepted→sent)
 METRICS_CELERY_TASKS = "metrics:celery:tasks"  # HASH "<task name>|<state>" -> count
 METRICS_CELERY_LAST = "metrics:celery:last"  # HASH task name -> unix time it last succeeded
+METRICS_CELERY_DURATION = "metrics:celery:duration"  # HASH "<task>|b:<le>" counts, "<task>|sum" seconds
+METRICS_HTTP_REQUESTS = "metrics:http:requests"  # HASH "<endpoint>|<method>|<status>" -> count
+METRICS_HTTP_DURATION = "metrics:http:duration"  # HASH "<endpoint>|b:<le>" counts, "<endpoint>|sum" seconds
 
 
 # --- backups (waorch/backups.py) -------------------------------------------------------------

@@ -15,11 +15,13 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from waorch import keys, settings
+from waorch import histograms, keys, settings
 from waorch.alert_events import ALERTS_ACTIVE
+from waorch.http_metrics import BUCKETS as HTTP_BUCKETS
 from waorch.messages import STATES as MESSAGE_STATES
 from waorch.proxies import proxy_fails_key, proxy_id, proxy_sessions_key
 from waorch.sessions import STATUSES as SESSION_STATUSES
+from waorch.task_metrics import BUCKETS as TASK_BUCKETS
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Accepted→sent includes pacing (a few sends per minute per session), so buckets reach a day.
@@ -32,33 +34,18 @@ _KOMBU_UNACKED = "unacked"  # kombu's HASH of delivered, not yet acknowledged ta
 PROXY_STATUSES = ("OK", "BAD", "UNKNOWN")
 
 
-def _bucket_field(bound: float) -> str:
-    return f"b:{bound:g}"
-
-
 def observe_send_latency(r: redis.Redis, msg_id: str, sent_at: float) -> float | None:
     """Record accepted→sent seconds of a message that was just ACKed; returns the value."""
     created = r.hget(keys.message(msg_id), "created_at")
     if not created:
         return None
     seconds = max(0.0, sent_at - float(created))
-    field = next((_bucket_field(b) for b in LATENCY_BUCKETS if seconds <= b), "b:+Inf")
     pipe = r.pipeline(transaction=True)
-    pipe.hincrby(keys.METRICS_SEND_LATENCY, field, 1)
+    pipe.hincrby(keys.METRICS_SEND_LATENCY, histograms.bucket_field(seconds, LATENCY_BUCKETS), 1)
     pipe.hincrbyfloat(keys.METRICS_SEND_LATENCY, "sum", seconds)
     pipe.hincrby(keys.METRICS_SEND_LATENCY, "count", 1)
     pipe.execute()
     return seconds
-
-
-def latency_buckets(stored: dict[str, str]) -> list[tuple[str, float]]:
-    """Cumulative (le, count) pairs from the per-bucket counts stored in Redis."""
-    running, out = 0.0, []
-    for bound in LATENCY_BUCKETS:
-        running += float(stored.get(_bucket_field(bound)) or 0)
-        out.append((f"{bound:g}", running))
-    out.append(("+Inf", running + float(stored.get("b:+Inf") or 0)))
-    return out
 
 
 def _int(value) -> int:
@@ -82,6 +69,9 @@ class RedisCollector(Collector):
         pipe.hgetall(keys.METRICS_SEND_LATENCY)
         pipe.hgetall(keys.METRICS_CELERY_TASKS)
         pipe.hgetall(keys.METRICS_CELERY_LAST)
+        pipe.hgetall(keys.METRICS_CELERY_DURATION)
+        pipe.hgetall(keys.METRICS_HTTP_REQUESTS)
+        pipe.hgetall(keys.METRICS_HTTP_DURATION)
         pipe.zcard(keys.MESSAGES_UNROUTED)
         pipe.smembers(keys.SESSIONS_ALL)
         pipe.scard(keys.SESSIONS_ACTIVE)
@@ -93,12 +83,15 @@ class RedisCollector(Collector):
         for queue in CELERY_QUEUES:
             for suffix in _PRIORITY_SUFFIXES:
                 pipe.llen(queue + suffix)
-        (states, entered, latency, tasks, last_runs, unrouted, session_ids, active, proxy_urls, available,
-         alerts, dead, unacked, *queue_lengths) = pipe.execute()
+        (states, entered, latency, tasks, last_runs, task_durations, http_requests, http_durations, unrouted,
+         session_ids, active, proxy_urls, available, alerts, dead, unacked, *queue_lengths) = pipe.execute()
         yield from self._messages(states, entered, latency, unrouted)
         yield from self._sessions(sorted(session_ids), active)
         yield from self._proxies(sorted(proxy_urls), available)
         yield from self._celery(tasks, last_runs, queue_lengths, unacked)
+        yield labelled_histogram("waorch_celery_task_duration_seconds", "Seconds one run of a task took.",
+                                 "task", task_durations, TASK_BUCKETS)
+        yield from self._http(http_requests, http_durations)
         yield GaugeMetricFamily("waorch_alerts_active", "Alerts raised and not resolved.", value=alerts)
         yield GaugeMetricFamily("waorch_client_webhook_dead_letters",
                                 "Client webhook events that ran out of retries (kept for redelivery).",
@@ -117,7 +110,7 @@ class RedisCollector(Collector):
                                 "Accepted messages not yet routed to a session.", value=unrouted)
         yield HistogramMetricFamily(
             "waorch_send_latency_seconds", "Seconds from acceptance to the worker's send ACK.",
-            buckets=latency_buckets(latency), sum_value=float(latency.get("sum") or 0))
+            buckets=histograms.cumulative(latency, LATENCY_BUCKETS), sum_value=float(latency.get("sum") or 0))
 
     def _sessions(self, session_ids: list[str], active: int) -> Iterator:
         pipe = self.r.pipeline(transaction=False)
@@ -210,6 +203,27 @@ class RedisCollector(Collector):
         for name, at in sorted(last_runs.items()):
             last.add_metric([name], float(at))
         yield last
+
+
+    def _http(self, requests: dict, durations: dict) -> Iterator:
+        counted = CounterMetricFamily("waorch_http_requests", "Gateway requests answered.",
+                                      labels=["endpoint", "method", "status"])
+        for field, value in sorted(requests.items()):
+            endpoint, method, status = field.rsplit("|", 2)
+            counted.add_metric([endpoint, method, status], _int(value))
+        yield counted
+        yield labelled_histogram("waorch_http_request_duration_seconds",
+                                 "Seconds the gateway took to answer (claim long-polls wait up to 25 s).",
+                                 "endpoint", durations, HTTP_BUCKETS)
+
+
+def labelled_histogram(name: str, doc: str, label: str, stored: dict, buckets: tuple[float, ...]):
+    """One histogram per label value, from a HASH of "<value>|b:<le>" counts and "<value>|sum"."""
+    family = HistogramMetricFamily(name, doc, labels=[label])
+    for value in histograms.labelled(stored):
+        family.add_metric([value], histograms.cumulative(stored, buckets, f"{value}|"),
+                          sum_value=float(stored.get(f"{value}|sum") or 0))
+    return family
 
 
 def render(r: redis.Redis) -> bytes:

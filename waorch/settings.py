@@ -72,6 +72,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WAORCH_WEBHOOK_DEAD_KEEP", "604800", "Seconds dead-lettered client webhook events are kept."),
     Setting("WAORCH_WEBHOOK_PARALLEL", "1", "Webhook deliveries at once per Celery worker (< concurrency)."),
     Setting("WAORCH_METRICS_TOKEN", "", "Bearer token GET /metrics requires (open when empty)."),
+    Setting("WAORCH_METRICS_FLUSH", "5",
+            "Seconds between a gateway process's request-metric writes to Redis (0: at each request)."),
     Setting("WAORCH_CLIENT_EVENT_GRACE", "10", "Sweep emits client events a crash left after this (s)."),
     Setting("WAORCH_TELEGRAM_BOT_TOKEN", "", "Telegram bot token for alerts (none: sink off; never logged)."),
     Setting("WAORCH_TELEGRAM_CHAT_ID", "", "Telegram chat (id or @channel) alerts go to."),
@@ -163,6 +165,7 @@ class Settings:
     webhook_dead_keep: int
     webhook_parallel: int
     metrics_token: str
+    metrics_flush: float
     client_event_grace: float
     telegram_bot_token: str
     telegram_chat_id: str

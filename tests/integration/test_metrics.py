@@ -6,6 +6,7 @@ import os
 import time
 
 import pytest
+import redis
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -76,6 +77,12 @@ def test_sends_move_through_dispatch_and_ack_fills_the_histogram(r, redis_url, g
         wait_for(lambda: value(scrape(gateway), "waorch_celery_tasks_total",
                                task="tasks.dispatch.dispatch_messages", state="succeeded") == 3,
                  "three dispatch tasks counted as succeeded", timeout=60)
+        runs = {"task": "tasks.dispatch.dispatch_messages"}
+        timed = scrape_until(
+            gateway, lambda t: value(t, "waorch_celery_task_duration_seconds_count", **runs) == 3,
+            "three dispatch runs timed", timeout=60)
+    assert value(timed, "waorch_celery_task_duration_seconds_bucket", le="+Inf", **runs) == 3
+    assert 0 < value(timed, "waorch_celery_task_duration_seconds_sum", **runs) < 60
     assert value(s, "waorch_celery_queue_length", queue="dispatch") == 0
     assert value(s, "waorch_messages", state="routed") + value(s, "waorch_messages", state="scheduled") == 3
     sid = session["id"]
@@ -107,6 +114,54 @@ def test_sends_move_through_dispatch_and_ack_fills_the_histogram(r, redis_url, g
     assert outbox.ack(r, sid, claim.message["id"], claim.message["lease_token"], "wa-1",
                       sent_at=sent_at) == "duplicate"
     assert value(scrape(gateway), "waorch_send_latency_seconds_count") == 1
+
+
+def test_gateway_requests_are_counted_by_route_method_and_status(r, gateway, api_client):
+    for _ in range(2):
+        assert requests.get(gateway.url + "/api/health", timeout=10).status_code == 200
+    assert requests.get(gateway.url + "/api/messages", timeout=10).status_code == 401
+    assert api_client.post("/api/send", json={"to": "12"}).status_code == 422
+    assert api_client.get("/api/messages/m_not_there").status_code == 404
+    assert requests.get(gateway.url + "/no/such/page", timeout=10).status_code == 404
+    s = scrape(gateway)
+    counted = s["waorch_http_requests_total"]
+    assert value(s, "waorch_http_requests_total", endpoint="/api/health", method="GET", status="200") == 2
+    assert value(s, "waorch_http_requests_total", endpoint="/api/messages", method="GET", status="401") == 1
+    assert value(s, "waorch_http_requests_total", endpoint="/api/send", method="POST", status="422") == 1
+    assert value(s, "waorch_http_requests_total", endpoint="/api/messages/<string:msg_id>", method="GET",
+                 status="404") == 1
+    assert value(s, "waorch_http_requests_total", endpoint="unmatched", method="GET", status="404") == 1
+    assert not any("m_not_there" in str(labels) for labels in counted)  # route templates, never paths
+    health = {"endpoint": "/api/health"}
+    assert value(s, "waorch_http_request_duration_seconds_count", **health) == 2
+    assert value(s, "waorch_http_request_duration_seconds_bucket", le="+Inf", **health) == 2
+    assert value(s, "waorch_http_request_duration_seconds_bucket", le="30", **health) == 2
+    assert 0 < value(s, "waorch_http_request_duration_seconds_sum", **health) < 30
+    # the scrape itself is counted once it has been answered
+    assert value(scrape(gateway), "waorch_http_requests_total", endpoint="/metrics", method="GET",
+                 status="200") == 1
+
+
+def test_a_process_tally_reaches_redis_in_the_background_and_survives_a_redis_outage(r, redis_url):
+    from waorch.http_metrics import RequestTally
+
+    tally = RequestTally(flush_every=60)
+    tally.observe("/api/send", "POST", 202, 0.02)
+    tally.observe("/api/send", "POST", 202, 0.3)
+    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=1)
+    assert tally.flush(dead) == 0  # Redis away: nothing lost, kept for the next flush
+    tally.observe("/api/send", "POST", 429, 0.001)
+    assert tally.flush(r) == 3
+    assert r.hgetall("metrics:http:requests") == {"/api/send|POST|202": "2", "/api/send|POST|429": "1"}
+    stored = r.hgetall("metrics:http:duration")
+    assert stored["/api/send|b:0.025"] == "1" and stored["/api/send|b:0.5"] == "1"
+    assert stored["/api/send|b:0.005"] == "1" and float(stored["/api/send|sum"]) == pytest.approx(0.321)
+    assert tally.flush(r) == 0  # nothing new: nothing written
+
+    background = RequestTally(flush_every=0.2)
+    background.observe("/api/health", "GET", 200, 0.001)  # starts its flusher thread
+    wait_for(lambda: r.hget("metrics:http:requests", "/api/health|GET|200") == "1",
+             "the background flush", timeout=30)
 
 
 def test_session_and_proxy_changes_show_without_secrets(r, gateway):
