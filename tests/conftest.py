@@ -8,8 +8,14 @@ import sys
 import pytest
 import redis
 
-from waorch import redis_client, settings
+from waorch import http_metrics, redis_client, settings
 from waorch.redis_server import start_local_redis
+
+# Before anything is collected (importing app or celeryconfig reads them): code that is not given
+# a test's Redis must fail, never fall back to the machine's shared redis://127.0.0.1:6379; and
+# gateway request metrics are written by the request itself, never later into another test's Redis.
+os.environ["REDIS_URL"] = "redis://127.0.0.1:1/0"
+os.environ["WAORCH_METRICS_FLUSH"] = "0"
 
 
 @pytest.fixture(scope="session")
@@ -29,11 +35,14 @@ def redis_url(redis_server, monkeypatch) -> str:
     client.close()
     monkeypatch.setenv("REDIS_URL", url)
     monkeypatch.setenv("WAORCH_SECRET_KEY", os.environ.get("WAORCH_SECRET_KEY", "test-master-key"))
-    # request metrics written by the request itself, never later into another test's Redis
-    monkeypatch.setenv("WAORCH_METRICS_FLUSH", "0")
     settings.get.cache_clear()
     redis_client.reset_clients()
-    # celeryconfig read REDIS_URL once, when first imported: follow this test's Redis
+    http_metrics.TALLY.discard()  # counts a request to an earlier test's Redis could not write
+    # celeryconfig read REDIS_URL once, when first imported: follow this test's Redis, also for a
+    # Celery app imported only later in the test
+    config = sys.modules.get("celeryconfig")
+    if config is not None:
+        config.broker_url = url
     celery_module = sys.modules.get("tasks.celery_app")
     if celery_module is not None:
         celery_module.use_broker(url)

@@ -79,6 +79,11 @@ class RequestTally:
             return 0
         return sum(requests.values())
 
+    def discard(self) -> None:
+        """Forget what was not written yet (tests: counts meant for another Redis)."""
+        with self._lock:
+            self._requests, self._buckets, self._sums = Counter(), Counter(), defaultdict(float)
+
     def _start_flusher(self) -> None:
         with self._lock:
             if self._flusher_pid == os.getpid():
