@@ -205,3 +205,44 @@ def test_killed_container_worker_comes_back_connected_with_its_data(r, docker_en
     finally:
         proxy.stop()
         sim.stop()
+
+
+def test_listing_holds_while_containers_come_and_go(engine_url):
+    """A container removed while the runner lists them (a restart or delete elsewhere) does not
+    make the listing fail: the watchdog must not see "runner unavailable" for that."""
+    import threading
+
+    import docker
+
+    client = docker.DockerClient(base_url=engine_url, timeout=60)
+    runner = DockerRunner(client)
+    stop = threading.Event()
+    churned = [0]
+
+    def churn() -> None:
+        while not stop.is_set():
+            name = f"churn{churned[0]}"
+            made = client.containers.create(TEST_IMAGE, command=["/bin/true"], name=f"wa_session_{name}",
+                                            labels={LABEL_SESSION: name})
+            made.remove(force=True)
+            churned[0] += 1
+
+    worker = threading.Thread(target=churn, daemon=True)
+    worker.start()
+    listings, errors = 0, []
+    deadline = time.monotonic() + 8
+    try:
+        while time.monotonic() < deadline or churned[0] < 5:
+            try:
+                listed = runner.list()
+                assert all(state in ("starting", "exited", "running") for state in listed.values()), listed
+            except RunnerUnavailable as exc:
+                errors.append(str(exc))
+            listings += 1
+    finally:
+        stop.set()
+        worker.join(60)
+        for left in client.containers.list(all=True, filters={"label": LABEL_SESSION}):
+            if left.name.startswith("wa_session_churn"):
+                left.remove(force=True)
+    assert errors == [] and listings > 10 and churned[0] >= 5

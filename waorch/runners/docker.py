@@ -107,7 +107,8 @@ class DockerRunner(Runner):
     def stop(self, session_id: str) -> None:
         container = self._get(session_id)
         if container is not None and container.status == "running":
-            self._call(container.stop, timeout=STOP_TIMEOUT)
+            with contextlib.suppress(NotFound):  # removed meanwhile: stopped all the same
+                self._call(container.stop, timeout=STOP_TIMEOUT)
 
     def restart(self, session: dict) -> None:
         self.remove(session["id"])
@@ -117,14 +118,17 @@ class DockerRunner(Runner):
         container = self._get(session_id)
         if container is None:
             return
-        if container.status == "running":
-            self._call(container.stop, timeout=STOP_TIMEOUT)
-        with contextlib.suppress(NotFound):
+        with contextlib.suppress(NotFound):  # removed meanwhile (another task, the engine)
+            if container.status == "running":
+                self._call(container.stop, timeout=STOP_TIMEOUT)
             self._call(container.remove, force=True)
 
     def list(self) -> dict[str, str]:
-        found = self._call(self.client.containers.list, all=True, filters={"label": LABEL_SESSION})
-        return {c.labels[LABEL_SESSION]: _STATES.get(c.status, EXITED) for c in found}
+        # One list call, no inspect per container: the SDK's containers.list inspects each one it
+        # listed, and a container removed in between (a restart or delete elsewhere) made podman
+        # answer 500 "no such container", which failed the whole listing.
+        found = self._call(self.client.api.containers, all=True, filters={"label": LABEL_SESSION})
+        return {c["Labels"][LABEL_SESSION]: _STATES.get(c.get("State"), EXITED) for c in found}
 
     def data_dir(self, session_id: str) -> Path:
         return sessions.sessions_root() / session_id
