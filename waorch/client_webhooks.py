@@ -194,6 +194,10 @@ def public_view(record: dict[str, str]) -> dict:
     }
 
 
+def _new_secret() -> str:
+    return "whsec_" + secrets.token_urlsafe(32)
+
+
 def _event_types(events: list[str]) -> list[str]:
     """The event types asked for, once each, in order; ValueError for an unknown one or none."""
     chosen = list(dict.fromkeys(events))
@@ -210,7 +214,7 @@ def create(r: redis.Redis, tenant: str, url: str, events: list[str] | None = Non
     chosen = _event_types(events or EVENT_TYPES)
     generated = None
     if secret is None:
-        generated = secret = "whsec_" + secrets.token_urlsafe(32)
+        generated = secret = _new_secret()
     check_secret(secret)
     sub_id = "wh_" + secrets.token_hex(8)
     record = {"id": sub_id, "tenant": tenant, "url": target.url, "events": ",".join(chosen),
@@ -239,7 +243,7 @@ def update(r: redis.Redis, sub_id: str, tenant: str | None, url: str | None = No
         changes["events"] = ",".join(_event_types(events))
     generated = None
     if rotate_secret:
-        generated = secret = "whsec_" + secrets.token_urlsafe(32)
+        generated = secret = _new_secret()
     if secret is not None:
         changes["secret"] = seal(check_secret(secret))
     if changes:
