@@ -22,6 +22,10 @@ from waorch.sessions import DEAD_STATUSES
 
 log = logging.getLogger("waorch.dispatch")
 
+# A person nobody wrote to for this long may hear from another number next time; without an end,
+# one key per person ever written to would stay in Redis forever. Refreshed by every message.
+STICKY_SENDER_TTL = 180 * 86400
+
 
 def _pending(r: redis.Redis, session: dict) -> int:
     d = outbox.depth(r, session["id"], session["phone"])
@@ -98,7 +102,7 @@ def dispatch_message(r: redis.Redis, msg_id: str, now: float | None = None) -> s
     if quiet:
         r.hset(keys.message(msg_id), "quiet", quiet)
     if outbox.route(r, msg_id, session["id"], session["phone"], detail=why, now=now):
-        r.set(keys.sticky_sender(record["tenant"], record["to"]), session["id"])
+        r.set(keys.sticky_sender(record["tenant"], record["to"]), session["id"], ex=STICKY_SENDER_TTL)
         bursts.check_demand(r, session, now)
     outbox.reserve_slots(r, session["id"], session["phone"], pace_for(session), now=now)
     return "routed"

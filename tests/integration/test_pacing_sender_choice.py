@@ -41,6 +41,9 @@ def test_most_spare_budget_wins_and_the_recipient_stays_with_it(r):
         assert sender_of(r, route_one(r, "14155550001")) == big["id"]
     # a new person goes to the session with more left: big has 4 pending of 100, small 0 of 100
     assert sender_of(r, route_one(r, "14155550002")) == small["id"]
+    # remembered for half a year after the last message, then forgotten (no key per person forever)
+    ttl = r.ttl(keys.sticky_sender("acme", "14155550001"))
+    assert dispatching.STICKY_SENDER_TTL - 60 < ttl <= dispatching.STICKY_SENDER_TTL
 
 
 def test_explicit_from_wins_even_over_the_sticky_sender(r):
