@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -127,7 +128,11 @@ def test_day_budget_and_gap_hold_with_4_dispatchers_and_4_claimers(r, redis_url,
         pace = pacing.pace_for(r.hgetall(keys.session(sid)))
         gaps = [y - x for x, y in zip(times, times[1:], strict=False)]
         assert min(gaps) >= pace.min_gap - 1e-6, f"gap {min(gaps):.3f} < {pace.min_gap:.3f}"
-        assert len({round(g, 3) for g in gaps}) > len(gaps) * 0.8  # jittered
+        # jittered: ±30 % spreads the gaps with a deviation of ~0.17 × the interval; without jitter
+        # they would only vary by the claimers' few ms of lateness. (Counting distinct gaps at 1 ms
+        # failed under load: late claimers cluster, and 29 draws over 150 ms collide anyway.)
+        assert statistics.pstdev(gaps) > 0.1 * pace.interval, gaps
+        assert len({round(g, 3) for g in gaps}) > len(gaps) * 0.5, gaps
         ok, worst = windows_ok(times, 60, int(pace.per_minute))
         assert ok, worst
         assert windows_ok(times, 86400, budget)[0]
