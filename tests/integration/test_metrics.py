@@ -142,6 +142,24 @@ def test_gateway_requests_are_counted_by_route_method_and_status(r, gateway, api
                  status="200") == 1
 
 
+def test_task_runs_are_counted_by_outcome_and_timed(r, gateway):
+    from waorch import task_metrics
+
+    task_metrics.record(r, "tasks.x", "SUCCESS", 0.005, now=123.0)
+    task_metrics.record(r, "tasks.x", "FAILURE", 0.7)
+    task_metrics.record(r, "tasks.x", "RETRY", 2.0)
+    task_metrics.record(r, "tasks.x", "IGNORED", 0.03)  # timed, but no outcome
+    s = scrape(gateway)
+    for state, n in (("succeeded", 1), ("failed", 1), ("retried", 1)):
+        assert value(s, "waorch_celery_tasks_total", task="tasks.x", state=state) == n
+    assert value(s, "waorch_celery_task_last_success_timestamp_seconds", task="tasks.x") == 123.0
+    x = {"task": "tasks.x"}
+    assert value(s, "waorch_celery_task_duration_seconds_count", **x) == 4
+    assert [value(s, "waorch_celery_task_duration_seconds_bucket", le=le, **x)
+            for le in ("0.01", "0.05", "1", "5", "+Inf")] == [1, 2, 3, 4, 4]
+    assert value(s, "waorch_celery_task_duration_seconds_sum", **x) == pytest.approx(2.735)
+
+
 def test_a_process_tally_reaches_redis_in_the_background_and_survives_a_redis_outage(r, redis_url):
     from waorch.http_metrics import RequestTally
 
