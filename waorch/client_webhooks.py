@@ -209,7 +209,7 @@ def _event_types(events: list[str]) -> list[str]:
 
 def create(r: redis.Redis, tenant: str, url: str, events: list[str] | None = None,
            secret: str | None = None) -> tuple[dict, str | None]:
-    """Subscribe `tenant`; returns (view, generated secret or None). Checks the URL first."""
+    """Subscribe `tenant`; returns (described view, generated secret or None). Checks the URL first."""
     target = check_url(url)
     chosen = _event_types(events or EVENT_TYPES)
     generated = None
@@ -224,13 +224,13 @@ def create(r: redis.Redis, tenant: str, url: str, events: list[str] | None = Non
     if outcome != "ok":
         raise TooManyWebhooks(f"a tenant may have at most {MAX_PER_TENANT} webhooks")
     log.info("tenant %s subscribed %s to %s", tenant, sub_id, target.host)
-    return public_view(record), generated
+    return describe(r, record), generated
 
 
 def update(r: redis.Redis, sub_id: str, tenant: str | None, url: str | None = None,
            events: list[str] | None = None, secret: str | None = None,
            rotate_secret: bool = False) -> tuple[dict, str | None] | None:
-    """Change a subscription's URL, events and/or secret; (view, generated secret or None), or None
+    """Change a subscription's URL, events and/or secret; (described view, generated secret or None), or None
     when unknown or not the tenant's. Queued events keep their place and go to what is set now."""
     record = get(r, sub_id, tenant)
     if record is None:
@@ -252,7 +252,7 @@ def update(r: redis.Redis, sub_id: str, tenant: str | None, url: str | None = No
             return None
         log.info("webhook %s updated: %s", sub_id, ", ".join(sorted(changes)))
     updated = get(r, sub_id, tenant)
-    return (public_view(updated), generated) if updated else None
+    return (describe(r, updated), generated) if updated else None
 
 
 def get(r: redis.Redis, sub_id: str, tenant: str | None = None) -> dict | None:
@@ -295,6 +295,11 @@ def enable(r: redis.Redis, sub_id: str, tenant: str | None = None) -> dict | Non
     r.hdel(keys.client_webhook(sub_id), "disabled_at", "disabled_reason")
     log.info("webhook %s enabled again", sub_id)
     return get(r, sub_id, tenant)
+
+
+def describe(r: redis.Redis, record: dict[str, str]) -> dict:
+    """What the API and CLI show of a stored subscription: its public view and how delivery goes."""
+    return public_view(record) | {"delivery": delivery_status(r, record)}
 
 
 def delivery_status(r: redis.Redis, record: dict[str, str]) -> dict:

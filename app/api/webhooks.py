@@ -124,24 +124,16 @@ class RedeliveredSchema(Schema):
     status = fields.String()
 
 
-def _view(record: dict) -> dict:
-    return {**client_webhooks.public_view(record),
-            "delivery": client_webhooks.delivery_status(get_redis(), record)}
-
-
 def _with_secret(view: dict, generated: str | None) -> dict:
     """The answer to a create or update: the view, and the secret only when waorch generated it."""
-    answer = {**view, "delivery": client_webhooks.delivery_status(get_redis(), view)}
-    if generated:
-        answer["secret"] = generated
-    return answer
+    return {**view, "secret": generated} if generated else view
 
 
 def _view_or_404(record: dict | None) -> dict:
-    """`_view` of a webhook found for this key's tenant; 404 when there is none."""
+    """The described webhook found for this key's tenant; 404 when there is none."""
     if record is None:
         raise ApiError(404, "not_found", "no such webhook")
-    return _view(record)
+    return client_webhooks.describe(get_redis(), record)
 
 
 @blp.route("", methods=["POST"])
@@ -168,7 +160,8 @@ def create(body: dict):
 @blp.response(200, WebhookListSchema)
 def list_():
     """The caller's webhooks (all for admin keys), with how delivery goes."""
-    found = [_view(rec) for rec in client_webhooks.list_for(get_redis(), tenant_filter())]
+    r = get_redis()
+    found = [client_webhooks.describe(r, rec) for rec in client_webhooks.list_for(r, tenant_filter())]
     return {"webhooks": found, "count": len(found)}
 
 

@@ -210,6 +210,8 @@ def test_update_url_events_and_secret(client, r):
     body = moved.json()
     assert body["url"] == "http://127.0.0.1:8124/new" and body["events"] == ["message.inbound"]
     assert "secret" not in body and body["id"] == created["id"]
+    r.hset(keys.client_webhook(created["id"]), "delivered", 7)  # as if 7 events had gone out
+    assert client.patch(path, json={"events": ["message.inbound"]}).json()["delivery"]["delivered"] == 7
 
     def stored_secret() -> str | None:
         return client_webhooks.unseal(client_webhooks.get(r, created["id"])["secret"])

@@ -323,6 +323,7 @@ def test_queued_events_follow_an_update_to_the_new_url_and_secret(r, fast_retrie
     run_until(r, sub, lane, lambda: len(receiver.deliveries) == 3)
     assert [e["id"] for e in receiver.events()] == ids  # nothing lost or reordered by the change
     assert all(d.verifies(new_secret) and not d.verifies(SECRET) for d in receiver.deliveries)
-    client_webhooks.update(r, sub, TENANT, events=["message.status"])
+    view, _ = client_webhooks.update(r, sub, TENANT, events=["message.status"])
+    assert view["delivery"]["delivered"] == 3  # the answer to a change shows the delivery so far
     emit_status(r, "s5", "d")  # session.status is no longer wanted: not queued
     assert client_webhooks.delivery_status(r, client_webhooks.get(r, sub))["pending"] == 0

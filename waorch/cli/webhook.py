@@ -26,7 +26,7 @@ def list_(tenant: str | None, as_json: bool) -> None:
     """Webhooks with their delivery state (never their secrets)."""
     r = get_redis()
     for record in client_webhooks.list_for(r, tenant):
-        view = client_webhooks.public_view(record) | {"delivery": client_webhooks.delivery_status(r, record)}
+        view = client_webhooks.describe(r, record)
         delivery = view["delivery"]
         click.echo(json.dumps(view, sort_keys=True) if as_json else
                    f"{view['id']}  {view['tenant']}  {view['status']}  {view['url']}  "
