@@ -8,7 +8,7 @@ import click
 
 from waorch import messages
 from waorch.cli._output import echo_pages, when
-from waorch.phones import InvalidPhone, normalize
+from waorch.cli._params import PHONE
 from waorch.redis_client import get_redis
 
 
@@ -36,20 +36,11 @@ def show(message_id: str, as_json: bool) -> None:
         click.echo(f"  {when(step['at'])}  {step['status']}{detail}")
 
 
-def _phone(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    if value is None:
-        return None
-    try:
-        return normalize(value)
-    except InvalidPhone as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
 @command.command("list")
 @click.option("--tenant", help="Only this tenant's (default: every tenant).")
 @click.option("--status", type=click.Choice(messages.STATES))
 @click.option("--session", help="Only messages of this session id.")
-@click.option("--to", callback=_phone, help="Only messages to this number.")
+@click.option("--to", type=PHONE, help="Only messages to this number.")
 @click.option("--limit", type=click.IntRange(1, 10000), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def list_(tenant: str | None, status: str | None, session: str | None, to: str | None, limit: int,

@@ -8,7 +8,7 @@ import click
 
 from waorch import suppressions
 from waorch.cli._output import when
-from waorch.phones import InvalidPhone, normalize
+from waorch.cli._params import PHONE
 from waorch.redis_client import get_redis
 
 _TENANT = click.option("--tenant", default="default", show_default=True, help="Whose list.")
@@ -17,13 +17,6 @@ _TENANT = click.option("--tenant", default="default", show_default=True, help="W
 @click.group("suppression")
 def command() -> None:
     """Recipients a tenant must not message (sends to them fail with reason `suppressed`)."""
-
-
-def _phone(text: str) -> str:
-    try:
-        return normalize(text)
-    except InvalidPhone as exc:
-        raise click.BadParameter(str(exc), param_hint="PHONE") from None
 
 
 @command.command("list")
@@ -41,22 +34,21 @@ def list_(tenant: str, as_json: bool) -> None:
 
 
 @command.command("add")
-@click.argument("phone")
+@click.argument("phone", type=PHONE)
 @_TENANT
 @click.option("--reason", default="", help=f"Why (at most {suppressions.MAX_REASON} characters).")
 def add(phone: str, tenant: str, reason: str) -> None:
     """Suppress PHONE (international format): scheduled messages to it fail at their claim."""
-    record, created = suppressions.add(get_redis(), tenant, _phone(phone), reason, source="cli")
+    record, created = suppressions.add(get_redis(), tenant, phone, reason, source="cli")
     click.echo(("suppressed " if created else "already suppressed ") + f"+{record['phone']}"
                + (f" (since {when(record['at'])})" if not created else ""))
 
 
 @command.command("remove")
-@click.argument("phone")
+@click.argument("phone", type=PHONE)
 @_TENANT
 def remove(phone: str, tenant: str) -> None:
     """Lift the suppression of PHONE (overrides the person's opt-out: an operator's decision)."""
-    digits = _phone(phone)
-    if not suppressions.remove(get_redis(), tenant, digits):
-        raise click.ClickException(f"+{digits} is not suppressed for tenant {tenant}")
-    click.echo(f"removed +{digits}")
+    if not suppressions.remove(get_redis(), tenant, phone):
+        raise click.ClickException(f"+{phone} is not suppressed for tenant {tenant}")
+    click.echo(f"removed +{phone}")
