@@ -204,7 +204,6 @@ class RedisCollector(Collector):
             last.add_metric([name], float(at))
         yield last
 
-
     def _http(self, requests: dict, durations: dict) -> Iterator:
         counted = CounterMetricFamily("waorch_http_requests", "Gateway requests answered.",
                                       labels=["endpoint", "method", "status"])
@@ -217,7 +216,8 @@ class RedisCollector(Collector):
                                  "endpoint", durations, HTTP_BUCKETS)
 
 
-def labelled_histogram(name: str, doc: str, label: str, stored: dict, buckets: tuple[float, ...]):
+def labelled_histogram(name: str, doc: str, label: str, stored: dict,
+                       buckets: tuple[float, ...]) -> HistogramMetricFamily:
     """One histogram per label value, from a HASH of "<value>|b:<le>" counts and "<value>|sum"."""
     family = HistogramMetricFamily(name, doc, labels=[label])
     for value in histograms.labelled(stored):
