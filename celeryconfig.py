@@ -7,8 +7,7 @@ import os
 from celery.schedules import crontab
 from kombu import Queue
 
-from waorch import settings as _settings
-from waorch.backups import parse_time as _backup_time
+from waorch.core import settings as _settings
 
 _conf = _settings.load()
 
@@ -69,6 +68,6 @@ beat_schedule = {
     "client-events-pending": {"task": "tasks.events.emit_pending", "schedule": 5.0},
 }
 # the daily backup at WAORCH_BACKUP_AT in `timezone` (docs/backups.md); none when it is empty
-if (_backup_at := _backup_time(_conf.backup_at)) is not None:
+if (_backup_at := _settings.daily_time(_conf.backup_at)) is not None:
     beat_schedule["backup"] = {"task": "tasks.backups.backup",
                                "schedule": crontab(hour=_backup_at[0], minute=_backup_at[1])}

@@ -12,7 +12,8 @@ from app import metrics as metrics_view
 from app.api import load_blueprints
 from app.dashboard import blueprint as dashboard_page
 from app.errors import ApiError, register_error_handlers
-from waorch import http_metrics, settings
+from waorch.core import settings
+from waorch.metrics import http as http_metrics
 
 
 def create_app(overrides: dict | None = None) -> Flask:

@@ -7,8 +7,9 @@ from functools import wraps
 from flask import g, request
 
 from app.errors import ApiError
-from waorch import apikeys, sessions
-from waorch.redis_client import get_redis
+from waorch.core.redis_client import get_redis
+from waorch.sessions import registry as sessions
+from waorch.tenants import apikeys
 
 
 def presented_key() -> str | None:

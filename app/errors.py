@@ -8,7 +8,7 @@ import redis
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
-log = logging.getLogger("waorch.gateway")
+log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):

@@ -1,4 +1,4 @@
-"""GET /metrics: Prometheus text exposition of waorch's fleet-wide state (waorch.metrics).
+"""GET /metrics: Prometheus text exposition of waorch's fleet-wide state (waorch.metrics.collector).
 
 Open by default (bind the gateway or firewall the port accordingly); with WAORCH_METRICS_TOKEN set,
 scrapers must send `Authorization: Bearer <token>`. Labels carry ids only, never secrets.
@@ -13,10 +13,11 @@ import redis
 from flask import Blueprint, Response, request
 
 from app.errors import ApiError
-from waorch import metrics, settings
-from waorch.redis_client import get_redis
+from waorch.core import settings
+from waorch.core.redis_client import get_redis
+from waorch.metrics import collector as metrics
 
-log = logging.getLogger("waorch.gateway")
+log = logging.getLogger(__name__)
 blueprint = Blueprint("metrics", __name__)
 
 

@@ -14,8 +14,8 @@ from marshmallow import (
     validates_schema,
 )
 
-from waorch import zset_pages
-from waorch.phones import InvalidPhone, normalize
+from waorch.core import zset_pages
+from waorch.core.phones import InvalidPhone, normalize
 
 MAX_TEXT = 4096
 

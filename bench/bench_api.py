@@ -28,9 +28,10 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.load import run_load  # noqa: E402
-from waorch import apikeys  # noqa: E402
-from waorch.redis_client import get_redis  # noqa: E402
-from waorch.redis_server import free_port, start_local_redis  # noqa: E402
+from waorch.core.redis_client import get_redis  # noqa: E402
+from waorch.launcher.redis_server import free_port, start_local_redis  # noqa: E402
+from waorch.sending import accept
+from waorch.tenants import apikeys  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -55,8 +56,8 @@ def serve(target: str, port: int, env: dict, workers: int, log: Path) -> subproc
 
 def make_bench_session(r, sid: str, phone: str) -> str:
     """A registered session (no worker); returns its worker secret."""
-    from waorch import keys
-    from waorch.signing import derive_secret
+    from waorch.core import keys
+    from waorch.core.signing import derive_secret
 
     r.hset(keys.session(sid), mapping={"id": sid, "tenant": "bench", "phone": phone,
                                        "status": "connected", "salt": "s"})
@@ -67,7 +68,7 @@ def make_bench_session(r, sid: str, phone: str) -> str:
 def claim_once(url: str, sid: str, secret: str, wait: float, http=requests) -> requests.Response:
     import secrets
 
-    from waorch import signing
+    from waorch.core import signing
 
     body = json.dumps({"session_id": sid, "nonce": secrets.token_hex(8), "wait": wait}).encode()
     headers = {"Content-Type": "application/json", **signing.sign_headers(secret, body)}
@@ -98,8 +99,8 @@ def hold_long_polls(url: str, n: int, stop: threading.Event, r, prefix: str) -> 
 
 def wake_latencies(url: str, r, prefix: str, n: int) -> list[float]:
     """Seconds from a message getting its send slot to the parked claim of its session returning it."""
-    from waorch import messages, outbox
-    from waorch.pacing import Pace
+    from waorch.policy.pacing import Pace
+    from waorch.sending import outbox
 
     out = []
     for i in range(n):
@@ -109,9 +110,9 @@ def wake_latencies(url: str, r, prefix: str, n: int) -> list[float]:
         parked = pool.submit(claim_once, url, sid, secret, 20)
         # let it park (the gateway is another process); not a multiple of the 0.5 s poll period
         time.sleep(random.uniform(1.0, 1.5))
-        msg_id = messages.new_message_id()
+        msg_id = accept.new_message_id()
         to = f"1417{random.randrange(10**7):07d}"  # own recipient: no per-recipient hold-back
-        messages.accept(r, "bench", [{"id": msg_id, "to": to, "text": "x"}], {"ids": [msg_id]})
+        accept.store(r, "bench", [{"id": msg_id, "to": to, "text": "x"}], {"ids": [msg_id]})
         outbox.route(r, msg_id, sid, phone)
         t0 = time.monotonic()
         outbox.reserve_slots(r, sid, phone, Pace(per_minute=60, jitter=0))

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from bench.benchmarks_md import write_section
+from waorch.sending import accept
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Redis memory per message"
@@ -34,15 +35,16 @@ def used(r) -> int:
 
 def whole_life(r, n: int, start: float) -> None:
     """n messages accepted, routed, scheduled, claimed, sent, delivered and read, on a fast clock."""
-    from waorch import keys, messages, outbox
-    from waorch.pacing import Pace
+    from waorch.core import keys
+    from waorch.policy.pacing import Pace
+    from waorch.sending import outbox
 
     pace = Pace(per_minute=1_000_000, jitter=0.0)
     ids = []
     for first in range(0, n, 1000):
-        records = [{"id": messages.new_message_id(), "to": f"1415{i:07d}", "text": TEXT}
+        records = [{"id": accept.new_message_id(), "to": f"1415{i:07d}", "text": TEXT}
                    for i in range(first, min(n, first + 1000))]
-        messages.accept(r, "acme", records, {}, now=start)
+        accept.store(r, "acme", records, {}, now=start)
         ids += [rec["id"] for rec in records]
     r.delete(keys.MESSAGES_UNROUTED)  # routed here instead of by the dispatch task
     for msg_id in ids:
@@ -63,8 +65,8 @@ def whole_life(r, n: int, start: float) -> None:
 def one_round(n: int) -> dict:
     import redis
 
-    from waorch import messages
-    from waorch.redis_server import start_local_redis
+    from waorch.launcher.redis_server import start_local_redis
+    from waorch.messages import records as messages
 
     with tempfile.TemporaryDirectory() as tmp:
         server = start_local_redis(Path(tmp), appendonly=False)

@@ -4,7 +4,7 @@
    real `python -m worker_container` processes, sim transport). N sessions are paired; then, one
    at a time, a worker is SIGKILLed and the time until its session is CONNECTED again (stored
    credentials, no new QR) is measured.
-2. Redis memory: a fresh redis-server; sessions are created through waorch.sessions (proxies,
+2. Redis memory: a fresh redis-server; sessions are created through waorch.sessions.registry (proxies,
    profiles, registry) and given a typical event history; used_memory before/after / N.
 
     .venv/bin/python -m bench.bench_orchestrator [--sessions 4] [--kills 10] [--memory 1000] [--write]
@@ -26,6 +26,7 @@ from pathlib import Path
 
 from bench.benchmarks_md import write_section
 from tests.waiting import wait_for
+from waorch.fleet import lifecycle, worker_events
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Orchestrator"
@@ -33,7 +34,7 @@ _wait = partial(wait_for, timeout=120.0, interval=0.01)
 
 
 def _fresh_redis(tmp: Path):
-    from waorch.redis_server import start_local_redis
+    from waorch.launcher.redis_server import start_local_redis
 
     server = start_local_redis(tmp / "redis", appendonly=False)
     os.environ["REDIS_URL"] = server.url
@@ -42,7 +43,7 @@ def _fresh_redis(tmp: Path):
 
 
 def _reset_settings() -> None:
-    from waorch import redis_client, settings
+    from waorch.core import redis_client, settings
 
     settings.get.cache_clear()
     redis_client.reset_clients()
@@ -55,12 +56,12 @@ def recovery(n_sessions: int, kills: int) -> dict:
     from app import create_app
     from tests.api_client import ThreadedGateway
     from tests.integration.supervisor_process import running_supervisor
-    from waorch import keys, sessions
-    from waorch.proxies import ProxyPool
-    from waorch.redis_client import get_redis
+    from waorch.core import keys
+    from waorch.core.redis_client import get_redis
+    from waorch.proxies.pool import ProxyPool
     from waorch.runners.process import ProcessRunner
     from waorch.simulator.server import Simulator
-    from waorch.socks5 import Socks5Server
+    from waorch.simulator.socks5 import Socks5Server
 
     tmp = Path(tempfile.mkdtemp(prefix="waorch-bench-"))
     server = _fresh_redis(tmp)
@@ -83,7 +84,7 @@ def recovery(n_sessions: int, kills: int) -> dict:
             ids = []
             for i in range(n_sessions):
                 phone = f"49151230{i:05d}"
-                sid = sessions.create_session(r, "bench", phone)["id"]
+                sid = lifecycle.create_session(r, "bench", phone)["id"]
                 _wait(lambda sid=sid: r.exists(keys.session_qr(sid)), "a QR")
                 requests.post(f"{sim.url}/sim/accounts/{phone}/scan", timeout=10).raise_for_status()
                 ids.append(sid)
@@ -117,10 +118,10 @@ def _stats(samples: list[float]) -> dict:
 
 def memory(n: int) -> dict:
     """Redis used_memory per session: just created, and with a full event history."""
-    from waorch import sessions
-    from waorch.proxies import ProxyPool
-    from waorch.redis_client import get_redis
+    from waorch.core.redis_client import get_redis
+    from waorch.proxies.pool import ProxyPool
     from waorch.runners.process import COMMANDS, HEARTBEAT
+    from waorch.sessions import registry as sessions
 
     tmp = Path(tempfile.mkdtemp(prefix="waorch-bench-"))
     server = _fresh_redis(tmp)
@@ -134,17 +135,17 @@ def memory(n: int) -> dict:
         r.set(HEARTBEAT, "bench")  # commands are queued as for a live supervisor, then dropped
         r.execute_command("MEMORY", "PURGE")
         base = int(r.info("memory")["used_memory"])
-        ids = [sessions.create_session(r, "bench", f"4915200{i:06d}")["id"] for i in range(n)]
+        ids = [lifecycle.create_session(r, "bench", f"4915200{i:06d}")["id"] for i in range(n)]
         r.delete(COMMANDS, HEARTBEAT)
         created = int(r.info("memory")["used_memory"])
         now = time.time()
         for sid in ids:
-            sessions.apply_worker_event(r, sid, "QR", {"qr": "2@" + "x" * 200}, now)
-            sessions.apply_worker_event(r, sid, "CONNECTED", {"jid": "x@s.whatsapp.net"}, now)
+            worker_events.apply(r, sid, "QR", {"qr": "2@" + "x" * 200}, now)
+            worker_events.apply(r, sid, "CONNECTED", {"jid": "x@s.whatsapp.net"}, now)
             ping = {"connected": True, "sent": 120, "failed": 1, "claimed": 121, "uptime": 86400,
                     "pid": 12345}
             for _ in range(sessions.EVENTS_CAP):
-                sessions.apply_worker_event(r, sid, "PING", ping, now)
+                worker_events.apply(r, sid, "PING", ping, now)
         steady = int(r.info("memory")["used_memory"])
     finally:
         server.stop()

@@ -114,8 +114,8 @@ def stop(workers) -> None:
 
 def measure(transport: str, count: int, settle: float) -> dict[str, float]:
     from waorch.simulator.server import Simulator
+    from waorch.simulator.socks5 import Socks5Server
     from waorch.simulator.state import SimConfig
-    from waorch.socks5 import Socks5Server
 
     sink = Sink().start()
     sim = Simulator(config=SimConfig(demo_scan_after=0.3)).start_in_thread()

@@ -1,10 +1,12 @@
-"""Alert delivery tasks (queue `events`): thin wrappers over waorch.alert_delivery."""
+"""Alert delivery tasks (queue `events`): thin wrappers over waorch.alerts.delivery."""
 
 from __future__ import annotations
 
 from tasks.celery_app import app
-from waorch import alert_delivery, alert_sinks, keys
-from waorch.redis_client import get_redis
+from waorch.alerts import delivery as alert_delivery
+from waorch.alerts import sinks as alert_sinks
+from waorch.core import keys
+from waorch.core.redis_client import get_redis
 
 BUSY_WAIT = 1.0  # another run held the sink: look again soon (it may have missed a new event)
 # Follow-ups this soon are scheduled by the task itself; later ones are left to the beat sweep

@@ -7,10 +7,12 @@ import logging
 import redis
 
 from tasks.celery_app import app
-from waorch import alert_events, backups, settings
-from waorch.redis_client import get_redis
+from waorch.alerts import events as alert_events
+from waorch.backups import create as backups
+from waorch.core import settings
+from waorch.core.redis_client import get_redis
 
-log = logging.getLogger("waorch.backups")
+log = logging.getLogger(__name__)
 SUBJECT = "backup"
 
 

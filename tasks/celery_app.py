@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from importlib import import_module
-
 from celery import Celery
 from celery.signals import worker_process_init
 
-from waorch import redis_client, task_metrics
+from waorch.core import redis_client
+from waorch.metrics import celery_tasks as task_metrics
 
-app = Celery("waorch")
-app.config_from_object("celeryconfig")
-# Imported here (after `app` exists: they import it) so workers and beat know every task name.
+# The task modules (the consumers): workers and beat import them at start. waorch publishes by
+# task name (waorch.core.jobs) and never imports them.
 TASK_MODULES = ("tasks.dispatch", "tasks.maintenance", "tasks.orchestration", "tasks.watchdog",
                 "tasks.events", "tasks.policy", "tasks.alerts", "tasks.backups")
-for _name in TASK_MODULES:
-    import_module(_name)
+app = Celery("waorch", include=TASK_MODULES)
+app.config_from_object("celeryconfig")
 
 
 task_metrics.connect()  # task outcomes counted in Redis for GET /metrics

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from tasks.celery_app import app
-from waorch import dispatching
-from waorch.redis_client import get_redis
+from waorch.core.redis_client import get_redis
+from waorch.sending import dispatch as dispatching
 
 
 @app.task(name="tasks.dispatch.dispatch_messages", acks_late=True, reject_on_worker_lost=True)
@@ -17,8 +17,3 @@ def dispatch_messages(msg_ids: list[str]) -> dict[str, int]:
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
     return outcomes
 
-
-def enqueue(msg_ids: list[str], chunk: int = 100) -> None:
-    """Publish dispatch work for new messages, in chunks."""
-    for start in range(0, len(msg_ids), chunk):
-        dispatch_messages.apply_async(args=[msg_ids[start:start + chunk]], queue="dispatch")

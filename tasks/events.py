@@ -1,10 +1,11 @@
-"""Client webhook delivery tasks (queue `events`): thin wrappers over waorch.webhook_delivery."""
+"""Client webhook delivery tasks (queue `events`): thin wrappers over waorch.webhooks.delivery."""
 
 from __future__ import annotations
 
 from tasks.celery_app import app
-from waorch import client_events, webhook_delivery
-from waorch.redis_client import get_redis
+from waorch.core.redis_client import get_redis
+from waorch.webhooks import delivery as webhook_delivery
+from waorch.webhooks import events as client_events
 
 THROTTLE_WAIT = 1.0  # seconds before a delivery that found no free slot on its worker tries again
 

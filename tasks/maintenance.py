@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from tasks import dispatch
 from tasks.celery_app import app
-from waorch import dispatching, messages, rerouting, settings
-from waorch.redis_client import get_redis
+from waorch.core import settings
+from waorch.core.redis_client import get_redis
+from waorch.messages import records as messages
+from waorch.sending import dispatch as dispatching
+from waorch.sending import rerouting
 
 
 @app.task(name="tasks.maintenance.pump_queues")
@@ -23,10 +25,7 @@ def requeue_expired() -> int:
 @app.task(name="tasks.maintenance.recover_unrouted")
 def recover_unrouted() -> int:
     """Re-dispatch accepted messages whose dispatch task never ran (e.g. publish failed)."""
-    stuck = dispatching.stuck_unrouted(get_redis(), settings.get().recover_after)
-    if stuck:
-        dispatch.enqueue(stuck)
-    return len(stuck)
+    return dispatching.recover_unrouted(get_redis(), settings.get().recover_after)
 
 
 @app.task(name="tasks.maintenance.reroute_lost_sessions")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from tasks.celery_app import app
-from waorch import proxy_health, runner_actions
-from waorch.proxies import ProxyNotFound, ProxyPool
-from waorch.redis_client import get_redis
+from waorch.core.redis_client import get_redis
+from waorch.fleet import proxy_failover
+from waorch.proxies.pool import ProxyNotFound, ProxyPool
+from waorch.runners import actions as runner_actions
 
 LOCK = "lock:check_proxies"
 
@@ -17,7 +18,7 @@ def check_proxies() -> int:
     if not r.set(LOCK, "1", nx=True, ex=600):
         return 0
     try:
-        return len(proxy_health.check_all(r))
+        return len(proxy_failover.check_all(r))
     finally:
         r.delete(LOCK)
 
@@ -30,7 +31,7 @@ def check_proxy(proxy_id: str) -> str | None:
         url = ProxyPool(r).resolve(proxy_id)
     except ProxyNotFound:
         return None
-    return proxy_health.check_proxy(r, url)["status"]
+    return proxy_failover.check_proxy(r, url)["status"]
 
 
 @app.task(name=runner_actions.TASK, ignore_result=True, acks_late=True)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from tasks.celery_app import app
-from waorch import trust
-from waorch.redis_client import get_redis
+from waorch.core.redis_client import get_redis
+from waorch.policy import trust
 
 
 @app.task(name="tasks.maintenance.trust_review")

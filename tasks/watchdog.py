@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from tasks.celery_app import app
-from waorch import watchdog as watchdog_logic
-from waorch.redis_client import get_redis
+from waorch.core.redis_client import get_redis
+from waorch.fleet import watchdog as watchdog_logic
 
 LOCK = "lock:watchdog"
 

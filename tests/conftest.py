@@ -8,8 +8,9 @@ import sys
 import pytest
 import redis
 
-from waorch import http_metrics, redis_client, settings
-from waorch.redis_server import start_local_redis
+from waorch.core import redis_client, settings
+from waorch.launcher.redis_server import start_local_redis
+from waorch.metrics import http as http_metrics
 
 # Before anything is collected (importing app or celeryconfig reads them): code that is not given
 # a test's Redis must fail, never fall back to the machine's shared redis://127.0.0.1:6379; and

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from email.message import Message
 
 from tests.local_http import LocalHttpServer, Reply, free_port
-from waorch import signing
+from waorch.core import signing
 
 
 @dataclass

@@ -13,10 +13,14 @@ from urllib.parse import urlsplit
 
 import redis
 
-from waorch import keys, profiles, proxy_health, settings, task_metrics
-from waorch.metrics import CELERY_QUEUES
-from waorch.proxies import ProxyPool, proxy_id, redact
-from waorch.settings import Settings
+from waorch.core import jobs, keys, settings
+from waorch.core.settings import Settings
+from waorch.metrics import celery_tasks as task_metrics
+from waorch.metrics.collector import CELERY_QUEUES
+from waorch.proxies import health as proxy_health
+from waorch.proxies.pool import ProxyPool, proxy_id, redact
+from waorch.runners.process import HEARTBEAT
+from waorch.sessions import profiles
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 MIN_REDIS = (6, 2)
@@ -131,8 +135,6 @@ def check_runner(r: redis.Redis | None, conf: Settings) -> list[Finding]:
         return check_engine(conf)
     if r is None:
         return []
-    from waorch.runners.process import HEARTBEAT  # noqa: PLC0415
-
     pid = r.get(HEARTBEAT)
     if pid:
         return [Finding("runner", OK, f"process runner: `waorch supervisor` alive (pid {pid})")]
@@ -223,10 +225,10 @@ def check_profiles(r: redis.Redis, conf: Settings) -> list[Finding]:
                     "" if level == OK else "raise WAORCH_PROFILE_CEILING or add profiles")]
 
 
-def check_celery(r: redis.Redis, timeout: float = 3.0, now: float | None = None) -> list[Finding]:
+def check_celery(r: redis.Redis, timeout: float = 3.0, now: float | None = None,
+                 broker_url: str | None = None) -> list[Finding]:
     """Workers answering a ping, a consumer on every queue, backlogs, and beat's last sign of life."""
-    from tasks.celery_app import app  # noqa: PLC0415  (Celery only where asked)
-
+    app = jobs.producer(broker_url)
     found = []
     try:
         replies = app.control.ping(timeout=timeout) or []
@@ -276,7 +278,7 @@ def run_checks(conf: Settings | None = None, celery_timeout: float = 3.0) -> lis
         found += check_runner(r, conf)
         found += check_proxies(r, conf)
         found += check_profiles(r, conf)
-        found += check_celery(r, celery_timeout)
+        found += check_celery(r, celery_timeout, broker_url=conf.redis_url)
         return found
     finally:
         r.close()

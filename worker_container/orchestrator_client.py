@@ -19,7 +19,7 @@ from urllib.parse import quote, urlsplit
 
 import requests
 
-from waorch.signing import sign_headers
+from waorch.core.signing import sign_headers
 
 log = logging.getLogger(__name__)
 

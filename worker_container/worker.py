@@ -30,7 +30,7 @@ from worker_container.transports.base import (
     TransportConfig,
 )
 
-log = logging.getLogger("worker_container")
+log = logging.getLogger(__name__)
 
 # Budgets after a stop request, measured from the request; together they keep the exit under ~10 s.
 CLAIM_GRACE = 3.0  # wait for a claim already in flight (its message is then NACKed)
@@ -50,7 +50,7 @@ def _in_thread(fn: Callable[[], Any], name: str) -> tuple[threading.Event, dict[
     def run() -> None:
         try:
             outcome["result"] = fn()
-        except BaseException as exc:  # handed to the caller
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
             outcome["error"] = exc
         finally:
             done.set()
@@ -186,7 +186,7 @@ class Worker:
         c = self.config
         try:
             cls = transport_class(c.transport)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure to load it is reported the same way
             self._error(TRANSPORT_UNAVAILABLE, f"transport {c.transport!r} cannot be loaded: "
                                                f"{type(exc).__name__}: {exc}")
             return False

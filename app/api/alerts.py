@@ -6,8 +6,9 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from app.auth import requires
-from waorch import alert_delivery, alert_events
-from waorch.redis_client import get_redis
+from waorch.alerts import delivery as alert_delivery
+from waorch.alerts import events as alert_events
+from waorch.core.redis_client import get_redis
 
 blp = Blueprint("alerts", __name__, url_prefix="/api/alerts",
                 description="Operator alerts: session down, proxy burned, low inventory, bursts, backups")

@@ -7,8 +7,8 @@ from marshmallow import Schema, fields
 
 from app.auth import requires
 from app.schemas import MessageSchema
-from waorch import fleet_overview
-from waorch.redis_client import get_redis
+from waorch.core.redis_client import get_redis
+from waorch.fleet import overview as fleet_overview
 
 blp = Blueprint("dashboard", __name__, url_prefix="/api/dashboard",
                 description="Fleet overview for the dashboard (admin)")

@@ -11,7 +11,7 @@ from flask import abort, send_from_directory
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 
-from waorch.redis_client import get_redis
+from waorch.core.redis_client import get_redis
 
 blp = Blueprint("health", __name__, url_prefix="/api", description="Liveness and readiness")
 

@@ -6,8 +6,8 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from app.auth import requires, visible_session
-from waorch import inbound
-from waorch.redis_client import get_redis
+from waorch.core.redis_client import get_redis
+from waorch.messages import inbound
 
 blp = Blueprint("inbound", __name__, url_prefix="/api/sessions", description="Inbound messages")
 

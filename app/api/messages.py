@@ -7,8 +7,8 @@ from flask_smorest import Blueprint
 from app.auth import requires, tenant_filter
 from app.errors import ApiError
 from app.schemas import MessageListQuerySchema, MessagePageSchema, MessageSchema
-from waorch import messages
-from waorch.redis_client import get_redis
+from waorch.core.redis_client import get_redis
+from waorch.messages import records as messages
 
 blp = Blueprint("messages", __name__, url_prefix="/api/messages", description="Message states")
 

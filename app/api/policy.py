@@ -12,8 +12,10 @@ from marshmallow import Schema, fields, validate
 
 from app.auth import requires, visible_session
 from app.errors import ApiError
-from waorch import pacing, policy, sessions, trust
-from waorch.redis_client import get_redis
+from waorch.core.redis_client import get_redis
+from waorch.policy import pacing, trust
+from waorch.policy import rules as policy
+from waorch.sessions import registry as sessions
 
 blp = Blueprint("policy", __name__, url_prefix="/api",
                 description="Anti-ban policy and session trust levels")
@@ -47,11 +49,11 @@ class TrustSchema(Schema):
 
 def known_trust_level(level: str) -> str:
     """`level` if the anti-ban policy has it (docs/policy.md); 422 otherwise."""
-    levels = policy.get().trust_levels
-    if level not in levels:
+    try:
+        return policy.get().check_level(level)
+    except policy.UnknownTrustLevel as exc:
         raise ApiError(422, "validation_error", f"unknown trust level {level!r}",
-                       {"trust_level": [f"one of: {', '.join(levels)}"]})
-    return level
+                       {"trust_level": [str(exc)]}) from None
 
 
 def _view(session: dict) -> dict:

@@ -7,9 +7,9 @@ from marshmallow import Schema, ValidationError, fields
 
 from app.auth import requires
 from app.errors import ApiError
-from waorch import proxy_health, sessions
-from waorch.proxies import InvalidProxyUrl, ProxyNotFound, ProxyPool, normalize_url
-from waorch.redis_client import get_redis
+from waorch.core.redis_client import get_redis
+from waorch.fleet import lifecycle, proxy_failover
+from waorch.proxies.pool import InvalidProxyUrl, ProxyNotFound, ProxyPool, normalize_url
 
 blp = Blueprint("proxies", __name__, url_prefix="/api/proxies",
                 description="Proxy inventory: sticky per phone, at most WAORCH_PROXY_CEILING sessions each")
@@ -64,7 +64,7 @@ def _url(proxy_id: str) -> str:
 def add(body: dict):
     """Add a proxy (validated); adding one that exists answers 200 with it."""
     view, added = ProxyPool(get_redis()).add(body["url"])
-    sessions.check_inventory(get_redis())
+    lifecycle.check_inventory(get_redis())
     return view, 201 if added else 200
 
 
@@ -95,7 +95,7 @@ def remove(proxy_id: str):
         ProxyPool(r).remove(url)
     except ProxyNotFound:
         raise ApiError(404, "not_found", f"no proxy {proxy_id}") from None
-    proxy_health.relocate_sessions(r, url, "proxy removed")
+    proxy_failover.relocate_sessions(r, url, "proxy removed")
     return "", 204
 
 
@@ -104,4 +104,4 @@ def remove(proxy_id: str):
 @blp.response(200, ProxySchema)
 def check(proxy_id: str):
     """Check the proxy now (a real connection through it) and act on the result."""
-    return proxy_health.check_proxy(get_redis(), _url(proxy_id))
+    return proxy_failover.check_proxy(get_redis(), _url(proxy_id))

@@ -11,9 +11,12 @@ from marshmallow import ValidationError
 from app.auth import current_principal, requires
 from app.errors import ApiError
 from app.schemas import AcceptedSchema, BatchAcceptedSchema, BatchSchema, SendSchema
-from waorch import messages, ratelimit, settings, suppressions
-from waorch.redis_client import get_redis
-from waorch.sending import accept_and_dispatch
+from waorch.core import settings
+from waorch.core.redis_client import get_redis
+from waorch.policy import suppressions
+from waorch.sending import accept
+from waorch.sending.accept import accept_and_dispatch
+from waorch.tenants import ratelimit
 
 blp = Blueprint("send", __name__, url_prefix="/api", description="Send messages")
 
@@ -37,7 +40,7 @@ def _idempotency() -> Idempotency:
     if not key or len(key) > 200 or not key.isprintable():
         raise ApiError(400, "bad_request", "Idempotency-Key must be 1-200 printable characters",
                        {_IDEMPOTENCY_HEADER: ["invalid"]})
-    return Idempotency(key, messages.body_hash(request.get_json()))
+    return Idempotency(key, accept.body_hash(request.get_json()))
 
 
 def _rate_limit(tenant: str, cost: int) -> None:
@@ -61,9 +64,9 @@ def _replay(idem: Idempotency):
     if idem.key is None:
         return None
     try:
-        first = messages.remembered(get_redis(), current_principal().tenant, idem.key,
+        first = accept.remembered(get_redis(), current_principal().tenant, idem.key,
                                     idem.payload_hash)
-    except messages.IdempotencyConflict:
+    except accept.IdempotencyConflict:
         raise _conflict() from None
     return None if first is None else _answer(first, True)
 
@@ -74,7 +77,7 @@ def _accept(items: list[dict], build_response, idem: Idempotency):
     try:
         accepted = accept_and_dispatch(get_redis(), principal.tenant, items, build_response, idem.key,
                                        idem.payload_hash)
-    except messages.IdempotencyConflict:
+    except accept.IdempotencyConflict:
         raise _conflict() from None
     return _answer(accepted.response, accepted.replayed)
 

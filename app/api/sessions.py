@@ -19,8 +19,11 @@ from app.api.policy import known_trust_level
 from app.auth import current_principal, requires, tenant_filter, visible_session
 from app.errors import ApiError
 from app.schemas import PhoneField
-from waorch import keys, profiles, sessions
-from waorch.redis_client import get_redis
+from waorch.core import keys
+from waorch.core.redis_client import get_redis
+from waorch.fleet import lifecycle
+from waorch.sessions import profiles
+from waorch.sessions import registry as sessions
 
 blp = Blueprint("sessions", __name__, url_prefix="/api/sessions",
                 description="WhatsApp sessions: one worker, one sticky proxy, one device profile each")
@@ -28,8 +31,8 @@ blp = Blueprint("sessions", __name__, url_prefix="/api/sessions",
 
 class SessionCreateSchema(Schema):
     phone = PhoneField(required=True, metadata={"description": "international format, e.g. +14155550123"})
-    trust_level = fields.String(validate=validate.Regexp(r"^[a-z][a-z0-9_-]{0,31}$",
-                                                         error="a short lowercase level name"))
+    trust_level = fields.String(validate=validate.Length(min=1, max=32),
+                                metadata={"description": "one of the policy's trust levels"})
     label = fields.String(validate=validate.Length(max=200), load_default="")
     tenant = fields.String(validate=validate.Length(min=1, max=64),
                            metadata={"description": "admin keys only: create for another tenant"})
@@ -92,11 +95,11 @@ def create(body: dict):
     if body.get("trust_level"):
         known_trust_level(body["trust_level"])
     try:
-        session = sessions.create_session(get_redis(), tenant, body["phone"], body.get("trust_level"),
+        session = lifecycle.create_session(get_redis(), tenant, body["phone"], body.get("trust_level"),
                                           body.get("label", ""))
     except sessions.SessionExists as exc:
         raise ApiError(409, "session_exists", str(exc), {"phone": ["already has a session"]}) from None
-    except sessions.NoProxyCapacity as exc:
+    except lifecycle.NoProxyCapacity as exc:
         raise ApiError(503, "no_proxy_capacity", str(exc)) from None
     except profiles.NoProfileCapacity as exc:
         raise ApiError(503, "no_profile_capacity", str(exc)) from None
@@ -155,7 +158,7 @@ def events(session_id: str):
 def restart(session_id: str):
     """Restart the worker (same proxy, same data); also revives a stopped, banned or logged-out session."""
     visible_session(session_id)
-    session = sessions.restart_session(get_redis(), session_id, reason="api")
+    session = lifecycle.restart_session(get_redis(), session_id, reason="api")
     if session is None:
         raise ApiError(404, "not_found", f"no session {session_id}")
     return sessions.public_view(session)
@@ -167,6 +170,6 @@ def restart(session_id: str):
 def delete(session_id: str):
     """Delete the session and its worker; its proxy slot is freed, the phone keeps its sticky proxy."""
     visible_session(session_id)
-    if not sessions.delete_session(get_redis(), session_id):
+    if not lifecycle.delete_session(get_redis(), session_id):
         raise ApiError(404, "not_found", f"no session {session_id}")
     return "", 204

@@ -14,8 +14,9 @@ from marshmallow import Schema, fields, validate
 from app.auth import acting_tenant, requires
 from app.errors import ApiError
 from app.schemas import PhoneField
-from waorch import phones, suppressions
-from waorch.redis_client import get_redis
+from waorch.core import phones
+from waorch.core.redis_client import get_redis
+from waorch.policy import suppressions
 
 blp = Blueprint("suppressions", __name__, url_prefix="/api/suppressions",
                 description="Opt-out list: sends to these recipients fail with reason `suppressed`")

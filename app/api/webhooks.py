@@ -12,9 +12,11 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from app.auth import acting_tenant, requires, tenant_filter
 from app.errors import ApiError
-from waorch import client_webhooks, dead_letters, zset_pages
-from waorch.client_webhooks import EVENT_TYPES, SECRET_MAX, SECRET_MIN, WebhookUrlError
-from waorch.redis_client import get_redis
+from waorch.core import zset_pages
+from waorch.core.redis_client import get_redis
+from waorch.webhooks import dead_letters
+from waorch.webhooks import subscriptions as client_webhooks
+from waorch.webhooks.subscriptions import EVENT_TYPES, SECRET_MAX, SECRET_MIN, WebhookUrlError
 
 blp = Blueprint("webhooks", __name__, url_prefix="/api/webhooks",
                 description="Client webhooks: signed event deliveries to your own endpoint")

@@ -7,10 +7,12 @@ from flask_smorest import Blueprint
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from app.errors import ApiError
-from waorch import outbox, settings, worker_events
-from waorch.pacing import pace_for
-from waorch.redis_client import get_redis
-from waorch.worker_auth import WorkerAuthError, verify_worker_request
+from waorch.core import settings
+from waorch.core.redis_client import get_redis
+from waorch.fleet import worker_events
+from waorch.policy.pacing import pace_for
+from waorch.sending import outbox
+from waorch.sessions.worker_auth import WorkerAuthError, verify_worker_request
 
 blp = Blueprint("worker", __name__, url_prefix="/api", description="Session worker endpoints")
 

@@ -16,8 +16,8 @@ import requests
 
 from tests.api_client import ApiClient
 from tests.waiting import wait_for
-from waorch.redis_server import free_port
-from waorch.socks5 import Socks5Server
+from waorch.launcher.redis_server import free_port
+from waorch.simulator.socks5 import Socks5Server
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -25,12 +25,14 @@ import requests
 from tests import waiting
 from tests.api_client import ApiClient, ThreadedGateway
 from tests.commands import WAORCH
-from waorch import apikeys, keys, sessions, settings
-from waorch.proxies import ProxyPool
+from waorch.core import keys, settings
+from waorch.proxies.pool import ProxyPool
 from waorch.runners.process import HEARTBEAT, ProcessRunner
+from waorch.sessions import registry as sessions
 from waorch.simulator.server import Simulator
+from waorch.simulator.socks5 import Socks5Server
 from waorch.simulator.state import SimConfig
-from waorch.socks5 import Socks5Server
+from waorch.tenants import apikeys
 
 pytestmark = pytest.mark.slow
 PHONE = "4915123450088"

@@ -17,8 +17,8 @@ import requests
 from tests.api_client import ThreadedGateway
 from tests.e2e.conftest import start_stack, stop_stack
 from tests.waiting import wait_for
-from waorch import apikeys
-from waorch.proxies import normalize_url, redact
+from waorch.proxies.pool import normalize_url, redact
+from waorch.tenants import apikeys
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

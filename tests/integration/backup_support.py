@@ -12,7 +12,9 @@ from pathlib import Path
 
 import redis
 
-from waorch import backups, sessions, settings
+from waorch.backups import create as backups
+from waorch.core import settings
+from waorch.sessions import registry as sessions
 
 
 def use_dirs(monkeypatch, tmp_path: Path) -> Path:

@@ -8,7 +8,7 @@ import pytest
 from tests.api_client import ApiClient, ThreadedGateway
 from tests.fake_telegram import BOT_TOKEN, FakeTelegram
 from tests.webhook_receiver import WebhookReceiver
-from waorch import apikeys
+from waorch.tenants import apikeys
 
 
 @pytest.fixture

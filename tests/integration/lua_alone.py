@@ -1,12 +1,12 @@
-"""Message changes made by the Lua scripts alone, as the wrappers in waorch.outbox run them but
+"""Message changes made by the Lua scripts alone, as the wrappers in waorch.sending.outbox run them but
 without the Python hook after them: what a process that died in between leaves behind."""
 
 from __future__ import annotations
 
 import redis
 
-from waorch import keys, lua
-from waorch.pacing import Pace
+from waorch.core import keys, lua
+from waorch.policy.pacing import Pace
 
 SESSION, PHONE = "s1", "14155550100"
 PACE = Pace(per_minute=60, jitter=0.3)

@@ -15,9 +15,10 @@ import signal
 import sys
 import time
 
-from waorch import outbox, sessions
-from waorch.pacing import pace_for
-from waorch.redis_client import get_redis
+from waorch.core.redis_client import get_redis
+from waorch.policy.pacing import pace_for
+from waorch.sending import outbox
+from waorch.sessions import registry as sessions
 
 CLAIMS = "test:claims"
 

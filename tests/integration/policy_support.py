@@ -8,8 +8,12 @@ from pathlib import Path
 
 import yaml
 
-from waorch import messages, policy, sessions, settings
-from waorch.proxies import ProxyPool
+from waorch.core import settings
+from waorch.fleet import lifecycle, worker_events
+from waorch.policy import rules as policy
+from waorch.proxies.pool import ProxyPool
+from waorch.sending import accept as acceptance
+from waorch.sessions import registry as sessions
 
 # Quick budgets so that tests run in seconds; quiet hours and caps off unless a test wants them.
 FAST_POLICY = {
@@ -41,17 +45,17 @@ def connected_session(r, tenant: str, phone: str, trust_level: str | None = None
     pool = ProxyPool(r)
     if pool.free_slots() < 1:
         pool.add(f"socks5h://u:p@127.0.0.{10 + len(pool.urls())}:1080")
-    created = sessions.create_session(r, tenant, phone, trust_level)
-    sessions.apply_worker_event(r, created["id"], "CONNECTED", {"jid": f"{phone}@s.whatsapp.net"},
+    created = lifecycle.create_session(r, tenant, phone, trust_level)
+    worker_events.apply(r, created["id"], "CONNECTED", {"jid": f"{phone}@s.whatsapp.net"},
                                 time.time())
     return sessions.get_session(r, created["id"])
 
 
 def accept(r, tenant: str, to: str, n: int = 1, text: str = "hello", **fields) -> list[str]:
     """Store `n` queued messages for `to` (what POST /api/send does before dispatch)."""
-    records = [{"id": messages.new_message_id(), "to": to, "text": f"{text} {i}", **fields}
+    records = [{"id": acceptance.new_message_id(), "to": to, "text": f"{text} {i}", **fields}
                for i in range(n)]
-    messages.accept(r, tenant, records, {"ids": [rec["id"] for rec in records]})
+    acceptance.store(r, tenant, records, {"ids": [rec["id"] for rec in records]})
     return [rec["id"] for rec in records]
 
 

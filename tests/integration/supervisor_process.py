@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tests.commands import WAORCH
-from waorch import settings
+from waorch.core import settings
 from waorch.runners import RunnerUnavailable
 from waorch.runners.process import ProcessRunner
 

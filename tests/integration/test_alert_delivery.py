@@ -1,4 +1,4 @@
-"""Alert delivery runs in this process (waorch.alert_delivery, no Celery) on the real Redis, to a
+"""Alert delivery runs in this process (waorch.alerts.delivery, no Celery) on the real Redis, to a
 fake Telegram Bot API and a webhook receiver on 127.0.0.1: one message per incident and one per
 recovery, signed webhooks, backoff after failures, the rate limit's summaries, no token anywhere."""
 
@@ -13,7 +13,10 @@ import pytest
 from tests.fake_telegram import BOT_TOKEN, FakeTelegram
 from tests.waiting import wait_for
 from tests.webhook_receiver import WebhookReceiver, free_port
-from waorch import alert_delivery, alert_events, alert_sinks, keys, settings
+from waorch.alerts import delivery as alert_delivery
+from waorch.alerts import events as alert_events
+from waorch.alerts import sinks as alert_sinks
+from waorch.core import keys, settings
 
 CHAT = "-100424242"
 HOOK_SECRET = "alert-hook-secret-0123456789"

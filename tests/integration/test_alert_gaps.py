@@ -8,8 +8,11 @@ import time
 
 import pytest
 
-from waorch import alert_events, keys, sessions, settings, watchdog
-from waorch.proxies import ProxyPool
+from waorch.alerts import events as alert_events
+from waorch.core import keys, settings
+from waorch.fleet import lifecycle, watchdog, worker_events
+from waorch.proxies.pool import ProxyPool
+from waorch.sessions import registry as sessions
 
 
 def _active(r) -> dict[tuple[str, str], dict]:
@@ -30,7 +33,7 @@ def _closed_port() -> int:
 @pytest.fixture
 def session_id(r) -> str:
     ProxyPool(r).add("socks5h://127.0.0.2:1080")
-    return sessions.create_session(r, "acme", "491510000001")["id"]
+    return lifecycle.create_session(r, "acme", "491510000001")["id"]
 
 
 def test_unstartable_worker_process_runner_is_down_after_the_grace(r, session_id):
@@ -46,7 +49,7 @@ def test_unstartable_worker_process_runner_is_down_after_the_grace(r, session_id
     watchdog.reconcile(r, now=time.time() + grace + 60)  # still down: one incident, one alert
     assert [e["state"] for e in _events(r, session_id)] == ["raised"]
     # the runner is back and the worker connects
-    sessions.apply_worker_event(r, session_id, "CONNECTED", {"jid": "491510000001@s.whatsapp.net"},
+    worker_events.apply(r, session_id, "CONNECTED", {"jid": "491510000001@s.whatsapp.net"},
                                 time.time())
     assert (alert_events.SESSION_DOWN, session_id) not in _active(r)
     assert [e["state"] for e in _events(r, session_id)] == ["raised", "resolved"]
@@ -57,13 +60,13 @@ def test_unstartable_worker_docker_runner_unreachable(r, monkeypatch):
     monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{_closed_port()}")
     settings.get.cache_clear()
     ProxyPool(r).add("socks5h://127.0.0.2:1080")
-    sid = sessions.create_session(r, "acme", "491510000001")["id"]
+    sid = lifecycle.create_session(r, "acme", "491510000001")["id"]
     assert sessions.get_session(r, sid)["last_error"].startswith("runner unavailable")
     watchdog.reconcile(r, now=time.time() + settings.get().ping_timeout + 30)
     alert = _active(r)[(alert_events.SESSION_DOWN, sid)]
     assert "cannot be started" in alert["message"] and alert["severity"] == "critical"
     # PING-only recovery (no CONNECTED event) resolves it too
-    sessions.apply_worker_event(r, sid, "PING", {"connected": True}, time.time())
+    worker_events.apply(r, sid, "PING", {"connected": True}, time.time())
     watchdog.reconcile(r)
     assert (alert_events.SESSION_DOWN, sid) not in _active(r)
     assert [e["state"] for e in _events(r, sid)] == ["raised", "resolved"]
@@ -72,7 +75,7 @@ def test_unstartable_worker_docker_runner_unreachable(r, monkeypatch):
 def test_runner_down_but_worker_still_pinging_is_not_down(r, session_id):
     timeout = settings.get().ping_timeout
     r.hset(keys.session(session_id), "started_at", f"{time.time() - 10 * timeout:.3f}")  # long ago
-    sessions.apply_worker_event(r, session_id, "PING", {"connected": False}, time.time())
+    worker_events.apply(r, session_id, "PING", {"connected": False}, time.time())
     watchdog.reconcile(r)  # the runner is down, but the worker's PINGs are fresh
     assert (alert_events.SESSION_DOWN, session_id) not in _active(r)
     watchdog.reconcile(r, now=time.time() + timeout + 30)  # and once they are stale, it is down
@@ -82,7 +85,7 @@ def test_runner_down_but_worker_still_pinging_is_not_down(r, session_id):
 def test_stop_on_request_resolves_session_down_with_a_notice(r, session_id):
     watchdog.reconcile(r, now=time.time() + settings.get().ping_timeout + 30)
     assert (alert_events.SESSION_DOWN, session_id) in _active(r)
-    assert sessions.stop_session(r, session_id, reason="operator")
+    assert lifecycle.stop_session(r, session_id, reason="operator")
     assert (alert_events.SESSION_DOWN, session_id) not in _active(r)
     events = _events(r, session_id)
     assert [e["state"] for e in events] == ["raised", "resolved"]
@@ -93,7 +96,7 @@ def test_stop_on_request_resolves_session_down_with_a_notice(r, session_id):
 
 
 def test_watchdog_resolves_down_alert_of_a_session_already_stopped(r, session_id):
-    sessions.stop_session(r, session_id, reason="operator")
+    lifecycle.stop_session(r, session_id, reason="operator")
     # an alert raised after the stop (e.g. a late worker event from another process)
     alert_events.raise_alert(r, alert_events.SESSION_DOWN, session_id, "late alert")
     watchdog.reconcile(r)
@@ -102,7 +105,7 @@ def test_watchdog_resolves_down_alert_of_a_session_already_stopped(r, session_id
 
 
 def test_banned_session_stays_down_although_its_desired_state_is_stopped(r, session_id):
-    sessions.apply_worker_event(r, session_id, "ERROR", {"code": "BANNED"}, time.time())
+    worker_events.apply(r, session_id, "ERROR", {"code": "BANNED"}, time.time())
     assert sessions.get_session(r, session_id)["desired"] == "stopped"
     watchdog.reconcile(r)
     assert (alert_events.SESSION_DOWN, session_id) in _active(r)

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import time
 
-from waorch import alert_events, keys, lua, proxy_health, sessions, settings, watchdog
-from waorch.proxies import ProxyPool, proxy_id
+from waorch.alerts import events as alert_events
+from waorch.core import keys, lua, settings
+from waorch.fleet import lifecycle, proxy_failover, watchdog, worker_events
+from waorch.proxies.pool import ProxyPool, proxy_id
+from waorch.sessions import registry as sessions
 
 
 def _active(r) -> set[tuple[str, str]]:
@@ -20,15 +23,15 @@ def _states(r, kind: str, subject: str) -> list[str]:
 
 def test_session_down_recovers_when_pings_say_connected(r):
     ProxyPool(r).add("socks5h://127.0.0.2:1080")
-    s = sessions.create_session(r, "acme", "491510000001")
+    s = lifecycle.create_session(r, "acme", "491510000001")
     sid = s["id"]
     # the watchdog's PING timeout: alert, and the restart makes it `starting`
     alert_events.raise_alert(r, alert_events.SESSION_DOWN, sid, f"session {sid} stopped answering")
-    sessions.restart_session(r, sid, reason="no PING")
+    lifecycle.restart_session(r, sid, reason="no PING")
     watchdog.reconcile(r)
     assert (alert_events.SESSION_DOWN, sid) in _active(r)  # still starting: still down
     # the restarted worker only PINGs connected (no CONNECTED event): the round notices
-    sessions.apply_worker_event(r, sid, "PING", {"connected": True}, time.time())
+    worker_events.apply(r, sid, "PING", {"connected": True}, time.time())
     assert sessions.get_session(r, sid)["status"] == "connected"
     watchdog.reconcile(r)
     assert (alert_events.SESSION_DOWN, sid) not in _active(r)
@@ -37,8 +40,8 @@ def test_session_down_recovers_when_pings_say_connected(r):
 
 def test_session_down_stays_while_connected_but_silent(r):
     ProxyPool(r).add("socks5h://127.0.0.2:1080")
-    sid = sessions.create_session(r, "acme", "491510000001")["id"]
-    sessions.apply_worker_event(r, sid, "PING", {"connected": True}, time.time())
+    sid = lifecycle.create_session(r, "acme", "491510000001")["id"]
+    worker_events.apply(r, sid, "PING", {"connected": True}, time.time())
     alert_events.raise_alert(r, alert_events.SESSION_DOWN, sid, "silent")
     watchdog.reconcile(r, now=time.time() + settings.get().ping_timeout + 30)
     assert (alert_events.SESSION_DOWN, sid) in _active(r)
@@ -46,8 +49,8 @@ def test_session_down_stays_while_connected_but_silent(r):
 
 def test_banned_session_stays_down_until_connected_again_or_deleted(r):
     ProxyPool(r).add("socks5h://127.0.0.2:1080")
-    sid = sessions.create_session(r, "acme", "491510000001")["id"]
-    sessions.apply_worker_event(r, sid, "ERROR", {"code": "BANNED"}, time.time())
+    sid = lifecycle.create_session(r, "acme", "491510000001")["id"]
+    worker_events.apply(r, sid, "ERROR", {"code": "BANNED"}, time.time())
     watchdog.reconcile(r)
     assert (alert_events.SESSION_DOWN, sid) in _active(r)
     r.delete(keys.session(sid))  # gone without delete_session (a crash, a manual cleanup)
@@ -61,7 +64,7 @@ def test_burned_proxy_removed_from_the_inventory_resolves(r):
     url = "socks5h://127.0.0.3:1080"
     pool.add(url)
     r.set(keys.proxy_status(url), "BAD")  # what the failing checks recorded
-    proxy_health.on_burned(r, url, "proxy unreachable")
+    proxy_failover.on_burned(r, url, "proxy unreachable")
     assert (alert_events.PROXY_BURNED, proxy_id(url)) in _active(r)
     watchdog.reconcile(r)
     assert (alert_events.PROXY_BURNED, proxy_id(url)) in _active(r)  # still there, still BAD
@@ -75,7 +78,7 @@ def test_burned_proxy_found_ok_resolves(r):
     url = "socks5h://127.0.0.3:1080"
     ProxyPool(r).add(url)
     r.set(keys.proxy_status(url), "BAD")
-    proxy_health.on_burned(r, url, "proxy unreachable")
+    proxy_failover.on_burned(r, url, "proxy unreachable")
     watchdog.reconcile(r)
     assert (alert_events.PROXY_BURNED, proxy_id(url)) in _active(r)
     r.set(keys.proxy_status(url), "OK")  # e.g. a check that recovered it before the alert was raised
@@ -85,10 +88,10 @@ def test_burned_proxy_found_ok_resolves(r):
 
 def test_low_proxy_slots_raise_and_recover_after_deletes(r):
     ProxyPool(r).add("socks5h://127.0.0.2:1080")  # ceiling 4, threshold 2
-    created = [sessions.create_session(r, "acme", f"49151000000{i}")["id"] for i in range(3)]
+    created = [lifecycle.create_session(r, "acme", f"49151000000{i}")["id"] for i in range(3)]
     assert (alert_events.LOW_INVENTORY, "proxies") in _active(r)  # 1 free slot left
     for sid in created[:2]:
-        sessions.delete_session(r, sid)
+        lifecycle.delete_session(r, sid)
     watchdog.reconcile(r)  # deleting does not look at the inventory; the watchdog round does
     assert (alert_events.LOW_INVENTORY, "proxies") not in _active(r)
     assert _states(r, alert_events.LOW_INVENTORY, "proxies") == ["raised", "resolved"]

@@ -14,9 +14,10 @@ from tests.celery_worker import CeleryWorker
 from tests.fake_telegram import BOT_TOKEN
 from tests.waiting import wait_for
 from tests.webhook_receiver import free_port
-from waorch import alert_events, keys, settings
-from waorch.proxies import ProxyPool, proxy_id
-from waorch.socks5 import Socks5Server
+from waorch.alerts import events as alert_events
+from waorch.core import keys, settings
+from waorch.proxies.pool import ProxyPool, proxy_id
+from waorch.simulator.socks5 import Socks5Server
 
 CHAT = "4242"
 HOOK_SECRET = "alert-hook-secret-worker-0123"

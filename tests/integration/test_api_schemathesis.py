@@ -19,9 +19,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
-from waorch import apikeys, keys, lua, messages, sessions, worker_events
-from waorch import settings as waorch_settings
-from waorch.proxies import ProxyPool
+from waorch.core import keys, lua
+from waorch.core import settings as waorch_settings
+from waorch.fleet import lifecycle, worker_events
+from waorch.proxies.pool import ProxyPool
+from waorch.sending import accept
+from waorch.tenants import apikeys
 
 MAX_EXAMPLES = 15  # per operation: ~40 operations stay well under two minutes on a loaded machine
 METHODS = ("get", "put", "post", "delete", "patch")
@@ -42,18 +45,18 @@ def operation_labels() -> list[str]:
 def existing_things(r) -> dict[str, str]:
     """Real ids for path parameters: one of each kind of thing, all of tenant acme."""
     ProxyPool(r).add(PROXY)
-    session = sessions.create_session(r, "acme", "4915123456789")
+    session = lifecycle.create_session(r, "acme", "4915123456789")
     worker_events.ingest(r, session, "INBOUND", {"from": "14155550123", "text": "hi", "wa_id": "W1"}, None)
-    msg_id = messages.new_message_id()
-    messages.accept(r, "acme", [{"id": msg_id, "to": "14155550123", "text": "x"}], {"id": msg_id})
-    from waorch import client_webhooks  # noqa: PLC0415
+    msg_id = accept.new_message_id()
+    accept.store(r, "acme", [{"id": msg_id, "to": "14155550123", "text": "x"}], {"id": msg_id})
+    from waorch.webhooks import subscriptions as client_webhooks  # noqa: PLC0415
 
     hook = client_webhooks.create(r, "acme", VALID["url"], None, VALID["secret"])[0]["id"]
     now = time.time()
     r.set(keys.client_event("evt_1"), json.dumps({"id": "evt_1"}))
     r.rpush(keys.webhook_lane(hook, 0), f"evt_1 {now - 100}")
     lua.script(r, "webhook_dead_letter")(args=[hook, 0, f"{now}", 10, 3600, 1, "x", "dl_s_", 10])
-    from waorch.proxies import proxy_id  # noqa: PLC0415
+    from waorch.proxies.pool import proxy_id  # noqa: PLC0415
 
     return {"session_id": session["id"], "msg_id": msg_id, "webhook_id": hook, "dl_id": "dl_s_0",
             "proxy_id": proxy_id(PROXY), "phone": "+14155550123"}

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.api_client import ApiClient, ThreadedGateway
-from waorch import apikeys, keys, settings
+from waorch.core import keys, settings
+from waorch.tenants import apikeys
 
 TO = "+14155550123"
 
@@ -204,7 +205,7 @@ def test_redis_down_is_503_json(redis_server, monkeypatch, r):
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
     settings.get.cache_clear()
     from app import create_app
-    from waorch import redis_client
+    from waorch.core import redis_client
 
     redis_client.reset_clients()
     with ThreadedGateway(create_app()) as gw:
@@ -223,7 +224,7 @@ def test_openapi_and_docs(gateway):
 
 
 def test_replay_answers_the_first_answer_even_after_an_opt_out(api_client, r):
-    from waorch import suppressions
+    from waorch.policy import suppressions
 
     headers = {"Idempotency-Key": "before-opt-out"}
     first = api_client.post("/api/send", json={"to": TO, "text": "hi"}, headers=headers)

@@ -11,7 +11,7 @@ import pytest
 
 from tests.commands import WAORCH
 from tests.integration.backup_support import populate, same_state_after, use_dirs
-from waorch import backups
+from waorch.backups import create as backups
 from waorch.runners.process import HEARTBEAT
 
 

@@ -12,7 +12,10 @@ import pytest
 from tests.celery_worker import ROOT, CeleryWorker
 from tests.integration.backup_support import populate, use_dirs
 from tests.waiting import wait_for
-from waorch import alert_events, backup_restore, backups, settings
+from waorch.alerts import events as alert_events
+from waorch.backups import create as backups
+from waorch.backups import restore as backup_restore
+from waorch.core import settings
 
 
 @pytest.fixture

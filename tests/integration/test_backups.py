@@ -25,7 +25,9 @@ from tests.integration.backup_support import (
     same_state_after,
     use_dirs,
 )
-from waorch import backup_restore, backups, keys
+from waorch.backups import create as backups
+from waorch.backups import restore as backup_restore
+from waorch.core import keys, settings
 from waorch.runners.process import HEARTBEAT, LOCK
 
 
@@ -321,12 +323,12 @@ def test_links_in_a_session_directory_are_skipped(r, root, tmp_path):
 
 
 def test_schedule_time_is_validated():
-    assert backups.parse_time("03:00") == (3, 0)
-    assert backups.parse_time(" 7:45 ") == (7, 45)
-    assert backups.parse_time("") is None
+    assert settings.daily_time("03:00") == (3, 0)
+    assert settings.daily_time(" 7:45 ") == (7, 45)
+    assert settings.daily_time("") is None
     for bad in ("24:00", "3", "03:60", "noon", "03:00:00"):
         with pytest.raises(ValueError, match="WAORCH_BACKUP_AT"):
-            backups.parse_time(bad)
+            settings.daily_time(bad)
 
 
 def test_restore_refuses_a_redis_that_may_evict_staged_keys(r, redis_url, root, archive):

@@ -14,8 +14,10 @@ import pytest
 import requests
 
 from tests.waiting import wait_for
-from waorch import claim_wakeup, keys, messages, outbox, pacing, settings, signing
-from waorch.pacing import pace_for
+from waorch.core import keys, settings, signing
+from waorch.policy import pacing
+from waorch.policy.pacing import pace_for
+from waorch.sending import accept, claim_wakeup, outbox
 
 
 @pytest.fixture
@@ -51,10 +53,10 @@ def claim_over_http(gateway, session: tuple[str, str, str], wait: float) -> requ
 def routed_message(r, session: tuple[str, str, str]) -> str:
     """Accept a message and route it to the session's FIFO (no send slot yet: not claimable)."""
     sid, phone, _ = session
-    msg_id = messages.new_message_id()
+    msg_id = accept.new_message_id()
     # a recipient of its own: the per-recipient protections must not hold it back
     to = f"1415{secrets.randbelow(10**7):07d}"
-    messages.accept(r, "acme", [{"id": msg_id, "to": to, "text": "hi"}], {"ids": [msg_id]})
+    accept.store(r, "acme", [{"id": msg_id, "to": to, "text": "hi"}], {"ids": [msg_id]})
     assert outbox.route(r, msg_id, sid, phone)
     return msg_id
 

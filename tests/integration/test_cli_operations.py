@@ -14,7 +14,11 @@ from tests.commands import WAORCH
 from tests.fake_telegram import BOT_TOKEN
 from tests.integration.test_client_webhooks_api import dead_letter
 from tests.waiting import wait_for
-from waorch import alert_delivery, alert_events, client_webhooks, keys, messages, outbox, settings
+from waorch.alerts import delivery as alert_delivery
+from waorch.alerts import events as alert_events
+from waorch.core import keys, settings
+from waorch.sending import accept, outbox
+from waorch.webhooks import subscriptions as client_webhooks
 
 
 def run(*args: str, **env: str) -> subprocess.CompletedProcess:
@@ -67,8 +71,8 @@ def test_alert_test_reaches_telegram_through_a_real_worker_once_each(r, tmp_path
 def test_message_show_and_list_with_filters(r):
     ids = []
     for to, tenant in (("14155550123", "acme"), ("14155550199", "acme"), ("14155550123", "globex")):
-        rec = {"id": messages.new_message_id(), "to": to, "text": "hi"}
-        messages.accept(r, tenant, [rec], {})
+        rec = {"id": accept.new_message_id(), "to": to, "text": "hi"}
+        accept.store(r, tenant, [rec], {})
         ids.append(rec["id"])
     assert outbox.fail(r, ids[1], "invalid_recipient", "not on WhatsApp")
 

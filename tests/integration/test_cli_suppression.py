@@ -7,7 +7,7 @@ import os
 import subprocess
 
 from tests.commands import WAORCH
-from waorch import suppressions
+from waorch.policy import suppressions
 
 
 def run(*args: str):

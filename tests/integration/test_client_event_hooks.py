@@ -8,9 +8,15 @@ import time
 
 import pytest
 
-from waorch import client_events, client_webhooks, keys, messages, outbox, sessions, settings, worker_events
-from waorch.pacing import Pace
-from waorch.proxies import ProxyPool
+from waorch.core import keys, settings
+from waorch.fleet import lifecycle, worker_events
+from waorch.policy.pacing import Pace
+from waorch.proxies.pool import ProxyPool
+from waorch.sending import accept as acceptance
+from waorch.sending import outbox
+from waorch.sessions import registry as sessions
+from waorch.webhooks import events as client_events
+from waorch.webhooks import subscriptions as client_webhooks
 
 TENANT = "acme"
 SESSION, PHONE = "s1", "14155550100"
@@ -32,8 +38,8 @@ def queued(r, sub_id: str, key: str) -> list[dict]:
 
 
 def accept(r, tenant: str = TENANT) -> str:
-    msg_id = messages.new_message_id()
-    messages.accept(r, tenant, [{"id": msg_id, "to": "14155550123", "text": "hi", "client_ref": "crm-7"}],
+    msg_id = acceptance.new_message_id()
+    acceptance.store(r, tenant, [{"id": msg_id, "to": "14155550123", "text": "hi", "client_ref": "crm-7"}],
                     {"id": msg_id})
     return msg_id
 
@@ -91,17 +97,17 @@ def test_other_tenants_events_do_not_reach_this_subscription(r, sub):
 @pytest.fixture
 def session(r, sub) -> dict:
     ProxyPool(r).add("socks5h://u:p@127.0.0.2:1080")
-    return sessions.create_session(r, TENANT, "491510000001")
+    return lifecycle.create_session(r, TENANT, "491510000001")
 
 
 def test_session_status_changes_become_events(r, sub, session):
     sid = session["id"]
     now = time.time()
-    sessions.apply_worker_event(r, sid, "QR", {"qr": "2@x"}, now)
-    sessions.apply_worker_event(r, sid, "QR", {"qr": "2@y"}, now)  # no change: no event
-    sessions.apply_worker_event(r, sid, "CONNECTED", {"jid": "x"}, now)
-    sessions.apply_worker_event(r, sid, "PING", {"connected": False}, now)
-    sessions.apply_worker_event(r, sid, "ERROR", {"code": "BANNED", "detail": "by WhatsApp"}, now)
+    worker_events.apply(r, sid, "QR", {"qr": "2@x"}, now)
+    worker_events.apply(r, sid, "QR", {"qr": "2@y"}, now)  # no change: no event
+    worker_events.apply(r, sid, "CONNECTED", {"jid": "x"}, now)
+    worker_events.apply(r, sid, "PING", {"connected": False}, now)
+    worker_events.apply(r, sid, "ERROR", {"code": "BANNED", "detail": "by WhatsApp"}, now)
     events = queued(r, sub, sid)
     assert [(e["data"]["previous"], e["data"]["status"]) for e in events][:2] == [
         ("starting", "pairing"), ("pairing", "connected")]

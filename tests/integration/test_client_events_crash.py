@@ -13,19 +13,16 @@ import time
 import pytest
 
 from tests.integration.lua_alone import PACE, PHONE, SESSION, lua_ack, lua_fail, lua_receipt
-from waorch import (
-    client_events,
-    client_webhooks,
-    keys,
-    lua,
-    messages,
-    outbox,
-    pacing,
-    sessions,
-    settings,
-    suppressions,
-)
-from waorch.proxies import ProxyPool
+from waorch.core import keys, lua, settings
+from waorch.fleet import lifecycle, worker_events
+from waorch.messages import records as messages
+from waorch.policy import pacing, suppressions
+from waorch.proxies.pool import ProxyPool
+from waorch.sending import accept as acceptance
+from waorch.sending import outbox
+from waorch.sessions import registry as sessions
+from waorch.webhooks import events as client_events
+from waorch.webhooks import subscriptions as client_webhooks
 
 TENANT = "acme"
 TO = "14155550123"
@@ -55,8 +52,8 @@ def sweep(r) -> int:
 
 
 def accept(r, tenant: str = TENANT, **fields) -> str:
-    msg_id = messages.new_message_id()
-    messages.accept(r, tenant, [{"id": msg_id, "to": TO, "text": "hi", "client_ref": "crm-7", **fields}],
+    msg_id = acceptance.new_message_id()
+    acceptance.store(r, tenant, [{"id": msg_id, "to": TO, "text": "hi", "client_ref": "crm-7", **fields}],
                     {"id": msg_id})
     return msg_id
 
@@ -213,11 +210,11 @@ def test_hooks_and_sweeps_racing_queue_each_transition_once(r, sub):
 @pytest.fixture
 def session(r, sub) -> dict:
     ProxyPool(r).add("socks5h://u:p@127.0.0.2:1080")
-    return sessions.create_session(r, TENANT, "491510000001")
+    return lifecycle.create_session(r, TENANT, "491510000001")
 
 
 def lua_session(r, sid: str, status: str, fields: dict | None = None) -> None:
-    """session_transition.lua as waorch.sessions.transition runs it, minus the hook."""
+    """session_transition.lua as waorch.sessions.registry.transition runs it, minus the hook."""
     flat = [item for pair in (fields or {}).items() for item in pair]
     outcome, _old, new = lua.script(r, "session_transition")(args=[
         sid, status, f"{time.time():.3f}", "0", "", "", 200, "", "", 180, "0", *flat])
@@ -239,7 +236,7 @@ def test_a_session_change_applied_by_lua_alone_is_swept(r, sub, session):
     assert events[1]["data"]["detail"] == "PROXY_FAILED: refused"
     assert all(e["type"] == "session.status" and e["data"]["phone"] == "491510000001" for e in events)
     # the next change through the registry (with its hook) continues the same numbering
-    sessions.apply_worker_event(r, sid, "ERROR", {"code": "BANNED"}, time.time())
+    worker_events.apply(r, sid, "ERROR", {"code": "BANNED"}, time.time())
     assert [e["id"] for e in queued(r, sub, sid)][-1] == f"evt_{sid}_s4"
     assert pending(r) == [] and sweep(r) == 0
 
@@ -281,7 +278,7 @@ def test_a_deleted_session_leaves_no_mark(r, sub, session):
 # --- inbound -----------------------------------------------------------------------------------
 
 def store_inbound(r, session: dict, wa_id: str, text: str) -> str | None:
-    """What waorch.worker_events stores for an INBOUND event, without the hook after it."""
+    """What waorch.fleet.worker_events stores for an INBOUND event, without the hook after it."""
     entry = {"session": session["id"], "to": session["phone"], "from": TO, "text": text,
              "wa_id": wa_id, "at": 5.0, "media": None}
     pipe = r.pipeline(transaction=True)

@@ -17,19 +17,16 @@ from tests.celery_worker import ROOT, CeleryWorker, _die_with_parent
 from tests.commands import WAORCH
 from tests.integration.lua_alone import PACE, PHONE, SESSION, lua_ack, lua_receipt
 from tests.webhook_receiver import WebhookReceiver
-from waorch import (
-    client_events,
-    client_webhooks,
-    keys,
-    lua,
-    messages,
-    outbox,
-    pacing,
-    sessions,
-    settings,
-    suppressions,
-)
-from waorch.proxies import ProxyPool
+from waorch.core import keys, lua, settings
+from waorch.fleet import lifecycle
+from waorch.messages import records as messages
+from waorch.policy import pacing, suppressions
+from waorch.proxies.pool import ProxyPool
+from waorch.sending import accept as acceptance
+from waorch.sending import outbox
+from waorch.sessions import registry as sessions
+from waorch.webhooks import events as client_events
+from waorch.webhooks import subscriptions as client_webhooks
 
 TENANT = "acme"
 SECRET = "crash-safe-secret-0123"
@@ -71,8 +68,8 @@ def env(redis_url, monkeypatch, tmp_path):
 
 
 def accept(r, to: str, **fields) -> str:
-    msg_id = messages.new_message_id()
-    messages.accept(r, TENANT, [{"id": msg_id, "to": to, "text": "hi", **fields}], {"id": msg_id})
+    msg_id = acceptance.new_message_id()
+    acceptance.store(r, TENANT, [{"id": msg_id, "to": to, "text": "hi", **fields}], {"id": msg_id})
     assert outbox.route(r, msg_id, SESSION, PHONE)
     return msg_id
 
@@ -85,7 +82,7 @@ def test_changes_applied_by_lua_alone_reach_the_client(r, env):
     ProxyPool(r).add("socks5h://u:p@127.0.0.2:1080")
     with WebhookReceiver() as receiver:
         client_webhooks.create(r, TENANT, receiver.url, None, SECRET)
-        session = sessions.create_session(r, TENANT, "491510000009")
+        session = lifecycle.create_session(r, TENANT, "491510000009")
         sid = session["id"]
         now = time.time()
         # sent, delivered, read: an ACK and a read receipt whose hooks never ran

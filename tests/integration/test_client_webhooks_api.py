@@ -8,7 +8,9 @@ import time
 import pytest
 
 from tests.api_client import ApiClient
-from waorch import apikeys, client_webhooks, keys, lua, settings
+from waorch.core import keys, lua, settings
+from waorch.tenants import apikeys
+from waorch.webhooks import subscriptions as client_webhooks
 
 SECRET = "my-webhook-secret-123"
 
@@ -178,7 +180,8 @@ def test_dead_letter_query_validation(client, query):
 
 def test_a_webhook_whose_endpoint_answered_410_shows_disabled_and_can_be_enabled(client, r):
     from tests.webhook_receiver import WebhookReceiver
-    from waorch import client_events, webhook_delivery
+    from waorch.webhooks import delivery as webhook_delivery
+    from waorch.webhooks import events as client_events
 
     with WebhookReceiver() as receiver:
         receiver.status = 410

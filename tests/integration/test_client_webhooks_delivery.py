@@ -1,5 +1,5 @@
 """Delivery runs against a real HTTP receiver on 127.0.0.1: signatures, order, retries with
-backoff, dead letters and redelivery (waorch.webhook_delivery called directly, no Celery)."""
+backoff, dead letters and redelivery (waorch.webhooks.delivery called directly, no Celery)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,11 @@ import pytest
 
 from tests.local_http import LocalHttpServer, Reply
 from tests.webhook_receiver import WebhookReceiver, free_port
-from waorch import client_events, client_webhooks, dead_letters, keys, settings, webhook_delivery
+from waorch.core import keys, settings
+from waorch.webhooks import dead_letters
+from waorch.webhooks import delivery as webhook_delivery
+from waorch.webhooks import events as client_events
+from waorch.webhooks import subscriptions as client_webhooks
 
 TENANT = "acme"
 SECRET = "client-secret-0123456789"

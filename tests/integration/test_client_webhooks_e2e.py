@@ -16,7 +16,8 @@ from tests.api_client import ApiClient
 from tests.celery_worker import CeleryWorker
 from tests.waiting import wait_for
 from tests.webhook_receiver import WebhookReceiver, free_port
-from waorch import sessions, settings, signing
+from waorch.core import settings, signing
+from waorch.sessions import registry as sessions
 
 SECRET = "e2e-webhook-secret-0123"
 TO = "+14155550123"

@@ -12,7 +12,11 @@ import pytest
 
 from tests.celery_worker import CeleryWorker
 from tests.waiting import wait_for
-from waorch import client_events, client_webhooks, dead_letters, keys, settings, webhook_delivery
+from waorch.core import keys, settings
+from waorch.webhooks import dead_letters
+from waorch.webhooks import delivery as webhook_delivery
+from waorch.webhooks import events as client_events
+from waorch.webhooks import subscriptions as client_webhooks
 
 TENANT = "acme"
 SECRET = "lanes-secret-0123456789"

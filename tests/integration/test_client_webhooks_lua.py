@@ -9,7 +9,11 @@ import time
 
 import pytest
 
-from waorch import client_events, client_webhooks, dead_letters, keys, lua, settings, webhook_delivery
+from waorch.core import keys, lua, settings
+from waorch.webhooks import dead_letters
+from waorch.webhooks import delivery as webhook_delivery
+from waorch.webhooks import events as client_events
+from waorch.webhooks import subscriptions as client_webhooks
 
 TENANT = "acme"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from waorch.metrics import CELERY_QUEUES
+from waorch.metrics.collector import CELERY_QUEUES
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"

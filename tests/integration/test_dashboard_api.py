@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from waorch import fleet_overview, outbox, sessions
+from waorch.fleet import overview as fleet_overview
+from waorch.fleet import worker_events
+from waorch.sending import outbox
 
 SECRET = "dash-pr0xy-s3cret"
 STATIC = Path(__file__).resolve().parents[2] / "app" / "dashboard" / "static"
@@ -19,7 +21,7 @@ def session_id(admin_client, r) -> str:
     created = admin_client.post("/api/sessions", json={"phone": "+4915123456789", "label": "dash"})
     assert created.status_code == 201, created.text
     sid = created.json()["id"]
-    sessions.apply_worker_event(r, sid, "CONNECTED", {"jid": "4915123456789@s.whatsapp.net"}, 0.0)
+    worker_events.apply(r, sid, "CONNECTED", {"jid": "4915123456789@s.whatsapp.net"}, 0.0)
     return sid
 
 

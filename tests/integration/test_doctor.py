@@ -15,10 +15,12 @@ from celery import Celery
 from tests.celery_worker import CeleryWorker
 from tests.commands import WAORCH
 from tests.waiting import wait_for
-from waorch import doctor, keys, settings, task_metrics
-from waorch.proxies import ProxyPool
-from waorch.redis_server import free_port, start_local_redis
-from waorch.socks5 import Socks5Server
+from waorch import doctor
+from waorch.core import keys, settings
+from waorch.launcher.redis_server import free_port, start_local_redis
+from waorch.metrics import celery_tasks as task_metrics
+from waorch.proxies.pool import ProxyPool
+from waorch.simulator.socks5 import Socks5Server
 
 PASSWORD = "d0ctor-pa55"
 
@@ -182,7 +184,7 @@ def test_engine_and_worker_image_with_a_real_engine(tmp_path):
         client.ping()
         client.images.get(image)
         client.close()
-    except Exception as exc:  # any failure to reach it means the same: no engine here
+    except Exception as exc:  # noqa: BLE001 - any failure to reach it means the same: no engine here
         message = f"container engine not usable at {url}: {exc.__class__.__name__} (scripts/setup-engine.sh)"
         if os.environ.get("CI") == "true":
             pytest.fail(message)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from app import create_app
-from waorch import redis_client, settings
-from waorch.redis_server import free_port
+from waorch.core import redis_client, settings
+from waorch.launcher.redis_server import free_port
 
 
 @pytest.fixture

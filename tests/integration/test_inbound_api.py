@@ -5,14 +5,15 @@ from __future__ import annotations
 import pytest
 
 from tests.api_client import ApiClient
-from waorch import apikeys, sessions, worker_events
-from waorch.proxies import ProxyPool
+from waorch.fleet import lifecycle, worker_events
+from waorch.proxies.pool import ProxyPool
+from waorch.tenants import apikeys
 
 
 @pytest.fixture
 def session(r) -> dict:
     ProxyPool(r).add("socks5h://u:p@127.0.0.2:1080")
-    created = sessions.create_session(r, "acme", "491510000009")
+    created = lifecycle.create_session(r, "acme", "491510000009")
     for i in range(5):
         worker_events.ingest(r, created, "INBOUND", {"from": "14155550123", "text": f"m{i}",
                                                      "wa_id": f"W{i}", "at": 100 + i}, None)

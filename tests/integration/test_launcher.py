@@ -18,8 +18,9 @@ import requests
 
 from tests.commands import WAORCH
 from tests.waiting import wait_for
-from waorch import apikeys, keys
-from waorch.redis_server import free_port
+from waorch.core import keys
+from waorch.launcher.redis_server import free_port
+from waorch.tenants import apikeys
 
 START_DEADLINE = 240  # a loaded 2-core machine starts a dozen Python processes slowly
 STOP_DEADLINE = 90

@@ -7,9 +7,9 @@ import stat
 
 import pytest
 
-from waorch import apikeys
 from waorch.launcher.ports import pick
 from waorch.launcher.state import StateDir, StateDirBusy
+from waorch.tenants import apikeys
 
 
 def mode(path) -> int:

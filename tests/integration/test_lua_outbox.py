@@ -8,8 +8,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from waorch import keys, messages, outbox
-from waorch.pacing import Pace
+from waorch.core import keys
+from waorch.messages import records as messages
+from waorch.policy.pacing import Pace
+from waorch.sending import accept, outbox
 
 SESSION, PHONE = "s1", "14155550100"
 PACE = Pace(per_minute=60, jitter=0.3)  # 1 s mean interval, 0.7 s minimum gap
@@ -17,9 +19,9 @@ PACE = Pace(per_minute=60, jitter=0.3)  # 1 s mean interval, 0.7 s minimum gap
 
 def accept_n(r, n: int, tenant: str = "t1", distinct: bool = False) -> list[str]:
     """n messages to one person (sent in acceptance order), or with `distinct` to n people."""
-    records = [{"id": messages.new_message_id(), "to": f"1415555{i:04d}" if distinct else "14155550123",
+    records = [{"id": accept.new_message_id(), "to": f"1415555{i:04d}" if distinct else "14155550123",
                 "text": f"hello {i}"} for i in range(n)]
-    messages.accept(r, tenant, records, {"ids": [rec["id"] for rec in records]})
+    accept.store(r, tenant, records, {"ids": [rec["id"] for rec in records]})
     return [rec["id"] for rec in records]
 
 
@@ -43,22 +45,22 @@ def test_accept_creates_records_with_history(r):
 
 def test_idempotency_replays_same_body_and_refuses_another(r):
     rec = {"id": "m1", "to": "14155550123", "text": "hi"}
-    first = messages.accept(r, "t1", [rec], {"id": "m1"}, "key-1", "hash-a")
+    first = accept.store(r, "t1", [rec], {"id": "m1"}, "key-1", "hash-a")
     assert not first.replayed and first.new_ids == ["m1"]
-    again = messages.accept(r, "t1", [{**rec, "id": "m2"}], {"id": "m2"}, "key-1", "hash-a")
+    again = accept.store(r, "t1", [{**rec, "id": "m2"}], {"id": "m2"}, "key-1", "hash-a")
     assert again.replayed and again.response == {"id": "m1"} and again.new_ids == []
     assert not r.exists(keys.message("m2"))
-    with pytest.raises(messages.IdempotencyConflict):
-        messages.accept(r, "t1", [{**rec, "id": "m3"}], {"id": "m3"}, "key-1", "hash-b")
+    with pytest.raises(accept.IdempotencyConflict):
+        accept.store(r, "t1", [{**rec, "id": "m3"}], {"id": "m3"}, "key-1", "hash-b")
     # keys are per tenant
-    other = messages.accept(r, "t2", [{**rec, "id": "m4"}], {"id": "m4"}, "key-1", "hash-b")
+    other = accept.store(r, "t2", [{**rec, "id": "m4"}], {"id": "m4"}, "key-1", "hash-b")
     assert not other.replayed
 
 
 def test_concurrent_idempotent_accepts_create_one_message(r):
     def attempt(i):
         rec = {"id": f"c{i}", "to": "14155550123", "text": "x"}
-        return messages.accept(r, "t1", [rec], {"id": f"c{i}"}, "same", "h")
+        return accept.store(r, "t1", [rec], {"id": f"c{i}"}, "same", "h")
 
     with ThreadPoolExecutor(16) as pool:
         results = list(pool.map(attempt, range(64)))
@@ -92,7 +94,7 @@ def test_reserved_slots_are_spaced_by_jittered_interval(r):
 
 def test_reserve_respects_horizon(r, monkeypatch):
     monkeypatch.setenv("WAORCH_SCHEDULE_HORIZON", "5")
-    from waorch import settings
+    from waorch.core import settings
     settings.get.cache_clear()
     ids = accept_n(r, 20)
     route_all(r, ids)
@@ -171,7 +173,7 @@ def test_ack_is_idempotent_and_indexes_wa_id(r):
 def test_nack_retries_with_backoff_then_fails(r, monkeypatch):
     monkeypatch.setenv("WAORCH_MAX_ATTEMPTS", "2")
     monkeypatch.setenv("WAORCH_RETRY_BASE", "5")
-    from waorch import settings
+    from waorch.core import settings
     settings.get.cache_clear()
     [msg_id] = accept_n(r, 1)
     route_all(r, [msg_id])
@@ -203,7 +205,7 @@ def test_expired_lease_returns_message(r):
 
 def test_expired_message_fails_at_claim(r):
     rec = {"id": "e1", "to": "14155550123", "text": "x", "expires_at": 50}
-    messages.accept(r, "t1", [rec], {})
+    accept.store(r, "t1", [rec], {})
     route_all(r, ["e1"])
     outbox.reserve_slots(r, SESSION, PHONE, PACE, now=10)
     assert outbox.claim(r, SESSION, PACE, now=60).outcome == "empty"
@@ -222,7 +224,7 @@ def test_listing_pages_newest_first(r):
     ids = []
     for i in range(7):
         rec = {"id": f"p{i}", "to": "14155550123", "text": "x"}
-        messages.accept(r, "t1", [rec], {}, now=1000 + i)
+        accept.store(r, "t1", [rec], {}, now=1000 + i)
         ids.append(f"p{i}")
     page1, cursor = messages.list_messages(r, "t1", limit=3)
     page2, cursor2 = messages.list_messages(r, "t1", cursor=cursor, limit=3)
@@ -234,7 +236,7 @@ def test_listing_pages_newest_first(r):
 
 def test_a_rare_filter_costs_bounded_work_per_page_and_still_finds_everything(r):
     for i in range(25):
-        messages.accept(r, "t1", [{"id": f"q{i:02d}", "to": "14155550123", "text": "x"}], {}, now=1000 + i)
+        accept.store(r, "t1", [{"id": f"q{i:02d}", "to": "14155550123", "text": "x"}], {}, now=1000 + i)
     assert outbox.fail(r, "q00", "no_session")  # the only failed one, and the oldest
     pages, cursor = [], None
     while True:

@@ -8,8 +8,8 @@ from collections import Counter
 
 import redis
 
-from waorch import keys
-from waorch.proxies import ProxyPool, proxy_sessions_key
+from waorch.core import keys
+from waorch.proxies.pool import ProxyPool, proxy_sessions_key
 
 CEILING = 4
 
@@ -119,7 +119,7 @@ def test_leave_without_another_proxy_keeps_the_session_where_it_is(r):
 
 def test_report_burns_after_threshold_of_real_checks(r, monkeypatch):
     monkeypatch.setenv("WAORCH_PROXY_FAIL_THRESHOLD", "3")
-    from waorch import settings
+    from waorch.core import settings
 
     settings.get.cache_clear()
     pool, urls = _pool(r, 1)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import threading
 
-from waorch import keys, lua, sessions
-from waorch.proxies import ProxyPool, proxy_sessions_key
+from waorch.core import keys, lua
+from waorch.proxies.pool import ProxyPool, proxy_sessions_key
+from waorch.sessions import registry as sessions
 
 
 def _create(r, sid: str, phone: str, tenant: str = "acme", url: str = "socks5h://127.0.0.2:1080"):

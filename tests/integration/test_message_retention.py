@@ -11,7 +11,11 @@ from concurrent.futures import ThreadPoolExecutor
 from tests.celery_worker import CeleryWorker
 from tests.integration.lua_alone import PHONE, SESSION, lua_ack, lua_fail, lua_receipt
 from tests.waiting import wait_for
-from waorch import client_webhooks, keys, lua, messages, outbox, settings
+from waorch.core import keys, lua, settings
+from waorch.messages import records as messages
+from waorch.sending import accept as acceptance
+from waorch.sending import outbox
+from waorch.webhooks import subscriptions as client_webhooks
 
 DAY = 86400.0
 RETENTION = 30 * DAY
@@ -20,8 +24,9 @@ OLD = NOW - 40 * DAY
 
 
 def accept(r, n: int, at: float, tenant: str = "t1") -> list[str]:
-    records = [{"id": messages.new_message_id(), "to": f"1415555{i:04d}", "text": f"m{i}"} for i in range(n)]
-    messages.accept(r, tenant, records, {}, now=at)
+    records = [{"id": acceptance.new_message_id(), "to": f"1415555{i:04d}", "text": f"m{i}"}
+               for i in range(n)]
+    acceptance.store(r, tenant, records, {}, now=at)
     return [rec["id"] for rec in records]
 
 

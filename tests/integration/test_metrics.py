@@ -14,9 +14,12 @@ from tests.api_client import ThreadedGateway
 from tests.celery_worker import CeleryWorker
 from tests.integration.policy_support import FAST_POLICY, connected_session, use_policy
 from tests.waiting import wait_for
-from waorch import outbox, pacing, redis_client, sessions, settings
-from waorch.proxies import ProxyPool, proxy_id
-from waorch.redis_server import start_local_redis
+from waorch.core import redis_client, settings
+from waorch.launcher.redis_server import start_local_redis
+from waorch.policy import pacing
+from waorch.proxies.pool import ProxyPool, proxy_id
+from waorch.sending import outbox
+from waorch.sessions import registry as sessions
 
 TENANT = "acme"
 SECRET = "s3cr3t-pw"
@@ -143,7 +146,7 @@ def test_gateway_requests_are_counted_by_route_method_and_status(r, gateway, api
 
 
 def test_task_runs_are_counted_by_outcome_and_timed(r, gateway):
-    from waorch import task_metrics
+    from waorch.metrics import celery_tasks as task_metrics
 
     task_metrics.record(r, "tasks.x", "SUCCESS", 0.005, now=123.0)
     task_metrics.record(r, "tasks.x", "FAILURE", 0.7)
@@ -161,7 +164,7 @@ def test_task_runs_are_counted_by_outcome_and_timed(r, gateway):
 
 
 def test_a_process_tally_reaches_redis_in_the_background_and_survives_a_redis_outage(r, redis_url):
-    from waorch.http_metrics import RequestTally
+    from waorch.metrics.http import RequestTally
 
     tally = RequestTally(flush_every=60)
     tally.observe("/api/send", "POST", 202, 0.02)

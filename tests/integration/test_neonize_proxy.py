@@ -26,7 +26,7 @@ import psutil
 import pytest
 
 from tests.integration.test_worker_program import SECRET, Orchestrator
-from waorch.socks5 import Socks5Server
+from waorch.simulator.socks5 import Socks5Server
 
 pytest.importorskip("neonize")
 

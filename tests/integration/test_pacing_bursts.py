@@ -9,8 +9,13 @@ import time
 import pytest
 
 from tests.integration.policy_support import FAST_POLICY, accept, connected_session, use_policy
-from waorch import alert_events, bursts, dispatching, keys, outbox, sessions, trust
-from waorch.pacing import Pace, pace_for
+from waorch.alerts import events as alert_events
+from waorch.core import keys
+from waorch.policy import bursts, trust
+from waorch.policy.pacing import Pace, pace_for
+from waorch.sending import dispatch as dispatching
+from waorch.sending import outbox
+from waorch.sessions import registry as sessions
 
 POLICY = {**FAST_POLICY,
           "trust_levels": {"restricted": {"per_minute": 1, "per_day": 5},

@@ -8,8 +8,10 @@ import random
 import pytest
 
 from tests.integration.policy_support import FAST_POLICY, accept, connected_session, use_policy, windows_ok
-from waorch import keys, outbox, pacing, redis_client
-from waorch.pacing import Pace
+from waorch.core import keys, redis_client
+from waorch.policy import pacing
+from waorch.policy.pacing import Pace
+from waorch.sending import outbox
 
 TENANT, TO = "acme", "14155550123"
 

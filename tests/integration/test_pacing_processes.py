@@ -18,7 +18,8 @@ from celery import Celery
 from tests.celery_worker import CeleryWorker
 from tests.integration.policy_support import accept, connected_session, use_policy, windows_ok
 from tests.waiting import wait_for
-from waorch import keys, pacing
+from waorch.core import keys
+from waorch.policy import pacing
 
 ROOT = Path(__file__).resolve().parents[2]
 TENANT = "acme"

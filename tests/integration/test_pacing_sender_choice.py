@@ -8,7 +8,10 @@ import time
 import pytest
 
 from tests.integration.policy_support import FAST_POLICY, accept, connected_session, use_policy
-from waorch import dispatching, keys, messages, sessions
+from waorch.core import keys
+from waorch.fleet import worker_events
+from waorch.messages import records as messages
+from waorch.sending import dispatch as dispatching
 
 POLICY = {**FAST_POLICY, "trust_levels": {"new": {"per_minute": 120, "per_day": 100},
                                           "trusted": {"per_minute": 120, "per_day": 1000}}}
@@ -64,7 +67,7 @@ def test_cooling_paused_and_disconnected_sessions_are_passed_over(r):
     healthy = connected_session(r, "acme", "12025550178")  # the least budget of all
     r.hset(keys.session_pacing(cooling["id"]), "cooldown_until", f"{time.time() + 600:.3f}")
     r.hset(keys.session(paused["id"]), "paused_until", f"{time.time() + 600:.3f}")
-    sessions.apply_worker_event(r, offline["id"], "ERROR", {"code": "CONNECTION_LOST"}, time.time())
+    worker_events.apply(r, offline["id"], "ERROR", {"code": "CONNECTION_LOST"}, time.time())
     assert sender_of(r, route_one(r, "14155550004")) == healthy["id"]
 
 
@@ -72,7 +75,7 @@ def test_a_dead_sticky_sender_is_replaced(r):
     a = connected_session(r, "acme", "12025550179")
     first = route_one(r, "14155550005")
     assert sender_of(r, first) == a["id"]
-    sessions.apply_worker_event(r, a["id"], "ERROR", {"code": "BANNED"}, time.time())
+    worker_events.apply(r, a["id"], "ERROR", {"code": "BANNED"}, time.time())
     b = connected_session(r, "acme", "12025550180")
     assert sender_of(r, route_one(r, "14155550005")) == b["id"]
     assert r.get(keys.sticky_sender("acme", "14155550005")) == b["id"]

@@ -6,7 +6,9 @@ import threading
 
 import pytest
 
-from waorch import alert_events, profiles, sessions
+from waorch.alerts import events as alert_events
+from waorch.fleet import lifecycle
+from waorch.sessions import profiles
 
 
 def test_inventory_is_plausible():
@@ -62,20 +64,20 @@ def test_concurrent_assignment_respects_the_ceiling(r, redis_url):
 def test_low_profile_inventory_raises_and_resolves_an_alert(r, monkeypatch):
     monkeypatch.setenv("WAORCH_PROFILE_CEILING", "1")
     monkeypatch.setenv("WAORCH_LOW_INVENTORY", "3")
-    from waorch import settings
+    from waorch.core import settings
 
     settings.get.cache_clear()
     n = len(profiles.inventory())
     for i in range(n - 2):
         profiles.assign(r, f"4915100{i:05d}")
-    sessions.check_inventory(r)
+    lifecycle.check_inventory(r)
     active = {(a["kind"], a["subject"]) for a in alert_events.active_alerts(r)}
     assert (alert_events.LOW_INVENTORY, "profiles") in active
-    sessions.check_inventory(r)  # still low: no duplicate event
+    lifecycle.check_inventory(r)  # still low: no duplicate event
     raised = [e for e in alert_events.list_events(r) if e["subject"] == "profiles"]
     assert [e["state"] for e in raised] == ["raised"]
     monkeypatch.setenv("WAORCH_PROFILE_CEILING", "5")
     settings.get.cache_clear()
-    sessions.check_inventory(r)
+    lifecycle.check_inventory(r)
     states = [e["state"] for e in alert_events.list_events(r) if e["subject"] == "profiles"]
     assert states == ["resolved", "raised"]

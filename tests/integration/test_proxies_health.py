@@ -12,9 +12,13 @@ import time
 import pytest
 
 from tests.commands import WAORCH
-from waorch import alert_events, keys, proxy_health, sessions, settings
-from waorch.proxies import ProxyPool, proxy_id
-from waorch.socks5 import Socks5Server
+from waorch.alerts import events as alert_events
+from waorch.core import keys, settings
+from waorch.fleet import lifecycle, proxy_failover, worker_events
+from waorch.proxies import health as proxy_health
+from waorch.proxies.pool import ProxyPool, proxy_id
+from waorch.sessions import registry as sessions
+from waorch.simulator.socks5 import Socks5Server
 
 PASSWORD = "pr0xy-pa55"
 
@@ -69,12 +73,12 @@ def test_bad_proxy_burns_alerts_and_its_sessions_move(r, target, proxies, monkey
     settings.get.cache_clear()
     pool = ProxyPool(r)
     first_url = pool.add(proxies[0].url)[0] and proxies[0].url
-    s = sessions.create_session(r, "acme", "491510000001")
+    s = lifecycle.create_session(r, "acme", "491510000001")
     assert s["proxy_url"] == first_url
     pool.add(proxies[1].url)
     proxies[0].fail = True
-    assert proxy_health.check_proxy(r, first_url)["status"] == "OK"  # one failure is not enough
-    view = proxy_health.check_proxy(r, first_url)
+    assert proxy_failover.check_proxy(r, first_url)["status"] == "OK"  # one failure is not enough
+    view = proxy_failover.check_proxy(r, first_url)
     assert view["status"] == "BAD" and view["change"] == "burned" and view["last_error"]
     moved = sessions.get_session(r, s["id"])
     assert moved["proxy_url"] == proxies[1].url and moved["restarts"] == 1
@@ -84,10 +88,10 @@ def test_bad_proxy_burns_alerts_and_its_sessions_move(r, target, proxies, monkey
     assert [a["subject"] for a in burned] == [proxy_id(first_url)]
     assert PASSWORD not in str(alert_events.list_events(r))
     # deleting and re-creating the phone now sticks to the new proxy
-    sessions.delete_session(r, s["id"])
-    assert sessions.create_session(r, "acme", "491510000001")["proxy_url"] == proxies[1].url
+    lifecycle.delete_session(r, s["id"])
+    assert lifecycle.create_session(r, "acme", "491510000001")["proxy_url"] == proxies[1].url
     proxies[0].fail = False
-    assert proxy_health.check_proxy(r, first_url)["change"] == "recovered"
+    assert proxy_failover.check_proxy(r, first_url)["change"] == "recovered"
     assert not [a for a in alert_events.active_alerts(r) if a["kind"] == alert_events.PROXY_BURNED]
 
 
@@ -95,9 +99,9 @@ def test_bad_proxy_without_spare_capacity_strands_and_alerts(r, target, proxies,
     monkeypatch.setenv("WAORCH_PROXY_FAIL_THRESHOLD", "1")
     settings.get.cache_clear()
     ProxyPool(r).add(proxies[0].url)
-    s = sessions.create_session(r, "acme", "491510000001")
+    s = lifecycle.create_session(r, "acme", "491510000001")
     proxies[0].fail = True
-    proxy_health.check_all(r)
+    proxy_failover.check_all(r)
     stuck = sessions.get_session(r, s["id"])
     assert stuck["status"] == "error" and "no proxy capacity" in stuck["last_error"]
     assert any(a["kind"] == alert_events.LOW_INVENTORY for a in alert_events.active_alerts(r))
@@ -105,14 +109,14 @@ def test_bad_proxy_without_spare_capacity_strands_and_alerts(r, target, proxies,
 
 def test_worker_proxy_failed_reports_count_as_evidence(r, target, proxies):
     ProxyPool(r).add(proxies[0].url)
-    s = sessions.create_session(r, "acme", "491510000001")
+    s = lifecycle.create_session(r, "acme", "491510000001")
     for _ in range(settings.get().proxy_fail_threshold):
-        sessions.apply_worker_event(r, s["id"], "ERROR", {"code": "PROXY_FAILED", "detail": "refused"},
+        worker_events.apply(r, s["id"], "ERROR", {"code": "PROXY_FAILED", "detail": "refused"},
                                     time.time())
     assert int(r.get(f"proxy:fails:{proxies[0].url}")) == settings.get().proxy_fail_threshold
     assert r.get(keys.proxy_status(proxies[0].url)) == "OK"  # only a real check may burn it
     proxies[0].fail = True
-    assert proxy_health.check_proxy(r, proxies[0].url)["status"] == "BAD"
+    assert proxy_failover.check_proxy(r, proxies[0].url)["status"] == "BAD"
 
 
 def test_cli_add_list_check_remove(r, redis_url, target, proxies, tmp_path):

@@ -12,8 +12,11 @@ import time
 import pytest
 
 from tests.waiting import wait_for
-from waorch import keys, messages, outbox, settings
-from waorch.pacing import Pace
+from waorch.core import keys, settings
+from waorch.messages import records as messages
+from waorch.policy.pacing import Pace
+from waorch.sending import accept as acceptance
+from waorch.sending import outbox
 
 A, A_PHONE = "sa", "12025550181"
 B, B_PHONE = "sb", "12025550182"
@@ -23,9 +26,9 @@ PACE = Pace(per_minute=60, jitter=0)  # one claim per second exactly: determinis
 
 def accept(r, *to: str, tenant: str = "t1", **fields) -> list[str]:
     """One accept call (one batch) with a message to each of `to`, in that order."""
-    records = [{"id": messages.new_message_id(), "to": phone, "text": f"text {i}", **fields}
+    records = [{"id": acceptance.new_message_id(), "to": phone, "text": f"text {i}", **fields}
                for i, phone in enumerate(to)]
-    messages.accept(r, tenant, records, {})
+    acceptance.store(r, tenant, records, {})
     return [rec["id"] for rec in records]
 
 

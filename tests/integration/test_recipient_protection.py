@@ -9,8 +9,11 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from tests.integration.policy_support import FAST_POLICY, accept, connected_session, use_policy
-from waorch import dispatching, keys, messages, outbox
-from waorch.pacing import pace_for
+from waorch.core import keys
+from waorch.messages import records as messages
+from waorch.policy.pacing import pace_for
+from waorch.sending import dispatch as dispatching
+from waorch.sending import outbox
 
 SF = "14155550123"  # America/Los_Angeles
 DELHI = "919876543210"  # Asia/Calcutta

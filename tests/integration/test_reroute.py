@@ -17,8 +17,12 @@ import pytest
 from tests.celery_worker import CeleryWorker
 from tests.integration.policy_support import FAST_POLICY, accept, connected_session, use_policy
 from tests.waiting import wait_for
-from waorch import dispatching, keys, lua, messages, outbox, rerouting, sessions
-from waorch.pacing import pace_for
+from waorch.core import keys, lua
+from waorch.fleet import lifecycle, worker_events
+from waorch.messages import records as messages
+from waorch.policy.pacing import pace_for
+from waorch.sending import dispatch as dispatching
+from waorch.sending import outbox, rerouting
 
 ROOT = Path(__file__).resolve().parents[2]
 TENANT = "acme"
@@ -107,7 +111,7 @@ def test_a_ban_moves_every_unsent_message_to_the_other_sender_exactly_once(r, di
     b = connected_session(r, TENANT, B_PHONE, trust_level="fast")
     claimer(b["id"])  # B sends while A's messages are being moved to it
 
-    sessions.apply_worker_event(r, a["id"], "ERROR", {"code": "BANNED"}, time.time())
+    worker_events.apply(r, a["id"], "ERROR", {"code": "BANNED"}, time.time())
 
     for msg_id in explicit:
         record = messages.get_message(r, msg_id)
@@ -139,7 +143,7 @@ def test_a_deleted_session_hands_its_messages_over(r, dispatcher, claimer):
     b = connected_session(r, TENANT, B_PHONE, trust_level="fast")
     claimer(b["id"])
 
-    assert sessions.delete_session(r, a["id"])
+    assert lifecycle.delete_session(r, a["id"])
 
     wait_for(lambda: all(status(r, m) == "sent" for m in plain), "sent by B", timeout=120)
     assert sorted(c["msg"] for c in claims(r)) == sorted(plain)
@@ -200,13 +204,13 @@ def test_a_stop_by_request_reroutes_and_a_lone_session_fails_no_session(r):
     a = connected_session(r, TENANT, A_PHONE, trust_level="slow")
     ids = routed_to_a(r, a, 4)
     b = connected_session(r, TENANT, B_PHONE, trust_level="fast")
-    sessions.stop_session(r, a["id"])  # the hook moved them back to routing at once
+    lifecycle.stop_session(r, a["id"])  # the hook moved them back to routing at once
     assert all(status(r, m) == "queued" for m in ids)
     assert all(dispatching.dispatch_message(r, m) == "routed" for m in ids)
     assert all(r.hget(keys.message(m), "session") == b["id"] for m in ids)
     assert reroute_entries(r, ids[0])[0]["detail"] == f"rerouted: session {a['id']} stopped"
     # B is banned too: the tenant has nobody left, so they fail as any message would at dispatch
-    sessions.apply_worker_event(r, b["id"], "ERROR", {"code": "BANNED"}, time.time())
+    worker_events.apply(r, b["id"], "ERROR", {"code": "BANNED"}, time.time())
     assert all(dispatching.dispatch_message(r, m) == "failed" for m in ids)
     assert {messages.get_message(r, m)["reason"] for m in ids} == {"no_session"}
 
@@ -217,15 +221,15 @@ def test_a_restriction_moves_messages_only_when_the_pause_is_long_and_someone_el
     explicit = routed_to_a(r, a, 1, start=100, from_requested=A_PHONE)
     now = time.time()
     # alone: even a long pause leaves them waiting (there is nobody to move them to)
-    sessions.apply_worker_event(r, a["id"], "RESTRICTED", {"until": now + 7200}, now)
+    worker_events.apply(r, a["id"], "RESTRICTED", {"until": now + 7200}, now)
     assert all(r.hget(keys.message(m), "session") == a["id"] for m in ids + explicit)
     b = connected_session(r, TENANT, B_PHONE, trust_level="fast")
     # a short pause: they wait for A
-    sessions.apply_worker_event(r, a["id"], "RESTRICTED", {"until": now + 600}, now)
+    worker_events.apply(r, a["id"], "RESTRICTED", {"until": now + 600}, now)
     assert rerouting.sweep(r) == 0
     assert all(status(r, m) in ("routed", "scheduled") for m in ids + explicit)
     # longer than WAORCH_REROUTE_AFTER_PAUSE (1 h): they move, but `from` A still waits for A
-    sessions.apply_worker_event(r, a["id"], "RESTRICTED", {"until": now + 7200}, now)
+    worker_events.apply(r, a["id"], "RESTRICTED", {"until": now + 7200}, now)
     assert all(status(r, m) == "queued" for m in ids)
     assert all(dispatching.dispatch_message(r, m) == "routed" for m in ids)
     assert all(r.hget(keys.message(m), "session") == b["id"] for m in ids)

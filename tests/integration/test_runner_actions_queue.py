@@ -24,9 +24,11 @@ from tests.integration.supervisor_process import alive, running_pid, running_sup
 from tests.integration.test_compose import ENV_EXAMPLE, config
 from tests.integration.test_runner_docker import TEST_IMAGE, _mounts
 from tests.integration.test_runner_docker import engine_url as engine_url  # noqa: F401  (fixture)
-from waorch import apikeys, keys, runner_actions, settings
-from waorch.proxies import ProxyPool
+from waorch.core import keys, settings
+from waorch.proxies.pool import ProxyPool
+from waorch.runners import actions as runner_actions
 from waorch.runners.process import ProcessRunner
+from waorch.tenants import apikeys
 
 DEADLINE = 90.0
 wait_for = partial(waiting.wait_for, timeout=DEADLINE, interval=0.1)

@@ -21,10 +21,12 @@ import requests
 import waorch
 from tests import waiting
 from tests.integration.supervisor_process import STAND_IN
-from waorch import keys, lua, sessions, settings, watchdog
-from waorch.proxies import ProxyPool
+from waorch.core import keys, lua, settings
+from waorch.fleet import lifecycle, watchdog
+from waorch.proxies.pool import ProxyPool
 from waorch.runners import RunnerUnavailable
 from waorch.runners.docker import LABEL_SESSION, DockerRunner, container_name
+from waorch.sessions import registry as sessions
 
 pytestmark = pytest.mark.engine
 
@@ -50,11 +52,11 @@ def engine_url() -> str:
     try:
         client = docker.DockerClient(base_url=url, timeout=30)
         client.ping()
-    except Exception as exc:  # any failure to reach it means the same: no engine here
+    except Exception as exc:  # noqa: BLE001 - any failure to reach it means the same: no engine here
         _unavailable(f"{url} does not answer ({exc.__class__.__name__})")
     try:
         client.images.get(TEST_IMAGE)
-    except Exception:
+    except Exception:  # noqa: BLE001 - not found or not readable: missing either way
         _unavailable(f"test image {TEST_IMAGE} is missing")
     client.close()
     return url
@@ -93,7 +95,7 @@ def _session(r, made: list[str], phone: str = "491510000001") -> dict:
     if not pool.urls():
         pool.add("socks5h://u:pw@127.0.0.2:1080")
         pool.add("socks5h://u:pw@127.0.0.3:1080")
-    s = sessions.create_session(r, "acme", phone)  # WAORCH_RUNNER=docker: this starts the container
+    s = lifecycle.create_session(r, "acme", phone)  # WAORCH_RUNNER=docker: this starts the container
     made.append(s["id"])
     return s
 
@@ -137,7 +139,7 @@ def test_stop_start_keeps_the_container_and_restart_takes_a_new_proxy(r, docker_
     assert any(x.startswith("stopped") for x in _starts(s["id"]))  # SIGTERM reached the worker
     old_url = s["proxy_url"]
     ProxyPool(r).allocate(s["id"], s["phone"], leave=old_url)
-    moved = sessions.restart_session(r, s["id"])
+    moved = lifecycle.restart_session(r, s["id"])
     assert moved["proxy_url"] != old_url
     container = runner.client.containers.get(container_name(s["id"]))
     assert container.id != first_id
@@ -170,8 +172,8 @@ def test_killed_container_worker_comes_back_connected_with_its_data(r, docker_en
     from app import create_app
     from tests.api_client import ThreadedGateway
     from waorch.simulator.server import Simulator
+    from waorch.simulator.socks5 import Socks5Server
     from waorch.simulator.state import SimConfig
-    from waorch.socks5 import Socks5Server
 
     runner, made = docker_env
     sim = Simulator(config=SimConfig()).start_in_thread()
@@ -186,7 +188,7 @@ def test_killed_container_worker_comes_back_connected_with_its_data(r, docker_en
     try:
         with gateway:
             ProxyPool(r).add(proxy.url)
-            s = sessions.create_session(r, "acme", "4915123450009")
+            s = lifecycle.create_session(r, "acme", "4915123450009")
             made.append(s["id"])
             wait_for(lambda: r.exists(keys.session_qr(s["id"])), "a QR from the containerised worker")
             assert requests.post(f"{sim.url}/sim/accounts/4915123450009/scan", timeout=10).ok

@@ -13,10 +13,12 @@ import pytest
 from tests import waiting
 from tests.commands import WAORCH
 from tests.integration.supervisor_process import alive, running_pid, running_supervisor, use_stand_in_workers
-from waorch import keys, sessions
-from waorch.proxies import ProxyPool
+from waorch.core import keys
+from waorch.fleet import lifecycle
+from waorch.proxies.pool import ProxyPool
 from waorch.runners import RunnerUnavailable
 from waorch.runners.process import STATE, ProcessRunner
+from waorch.sessions import registry as sessions
 
 DEADLINE = 60.0
 wait_for = partial(waiting.wait_for, timeout=DEADLINE, interval=0.1)
@@ -51,7 +53,7 @@ def _details_or_none(runner):
 def _create(r, phone="491510000001"):
     if not ProxyPool(r).urls():
         ProxyPool(r).add("socks5h://u:pw@127.0.0.2:1080")
-    return sessions.create_session(r, "acme", phone)
+    return lifecycle.create_session(r, "acme", phone)
 
 
 def _starts(session_id: str) -> list[str]:
@@ -95,10 +97,10 @@ def test_crashed_worker_is_restarted_and_killed_worker_too(r, runner):
 def test_restart_command_and_desired_stop(r, runner):
     s = _create(r)
     first = wait_for(lambda: running_pid(runner, s["id"]), "the worker to run")
-    sessions.restart_session(r, s["id"])
+    lifecycle.restart_session(r, s["id"])
     wait_for(lambda: (p := running_pid(runner, s["id"])) and p != first, "the restarted worker")
     assert f"stopped {first}" in _starts(s["id"])  # graceful: SIGTERM first
-    sessions.stop_session(r, s["id"])
+    lifecycle.stop_session(r, s["id"])
     wait_for(lambda: runner.list().get(s["id"]) in (None, "exited"), "the worker to stop")
     assert not alive(first)
 
@@ -106,7 +108,7 @@ def test_restart_command_and_desired_stop(r, runner):
 def test_deleted_session_worker_goes_away_and_data_stays(r, runner):
     s = _create(r)
     pid = wait_for(lambda: running_pid(runner, s["id"]), "the worker to run")
-    sessions.delete_session(r, s["id"])
+    lifecycle.delete_session(r, s["id"])
     wait_for(lambda: s["id"] not in runner.list(), "the worker to be removed")
     wait_for(lambda: not alive(pid), "the process to end")
     assert (sessions.sessions_root() / s["id"] / "env.json").exists()
@@ -118,7 +120,7 @@ def test_worker_ignoring_sigterm_is_killed(r, runner):
     data.mkdir(parents=True, exist_ok=True)
     (data / "ignore-sigterm").touch()
     pid = wait_for(lambda: running_pid(runner, s["id"]), "the worker to run")
-    sessions.stop_session(r, s["id"])
+    lifecycle.stop_session(r, s["id"])
     wait_for(lambda: not alive(pid), "SIGKILL after the grace period", timeout=40)
 
 

@@ -7,7 +7,9 @@ import json
 import pytest
 
 from tests.api_client import ApiClient
-from waorch import apikeys, keys, sessions
+from waorch.core import keys
+from waorch.fleet import worker_events
+from waorch.tenants import apikeys
 
 SECRET = "pr0xy-s3cret"
 
@@ -107,20 +109,20 @@ def test_other_tenants_cannot_see_a_session(gateway, admin_client, with_proxy, r
 def test_qr_as_png_and_json(admin_client, with_proxy, r):
     sid = admin_client.post("/api/sessions", json={"phone": "+4915123456789"}).json()["id"]
     assert admin_client.get(f"/api/sessions/{sid}/qr").status_code == 404
-    sessions.apply_worker_event(r, sid, "QR", {"qr": "2@abcdef,ghijk,lmnop"}, 0.0)
+    worker_events.apply(r, sid, "QR", {"qr": "2@abcdef,ghijk,lmnop"}, 0.0)
     as_json = admin_client.get(f"/api/sessions/{sid}/qr")
     assert as_json.status_code == 200 and as_json.json()["qr"] == "2@abcdef,ghijk,lmnop"
     png = admin_client.get(f"/api/sessions/{sid}/qr", headers={"Accept": "image/png"})
     assert png.status_code == 200 and png.headers["Content-Type"] == "image/png"
     assert png.content.startswith(b"\x89PNG\r\n\x1a\n") and len(png.content) > 200
     assert admin_client.get(f"/api/sessions/{sid}").json()["status"] == "pairing"
-    sessions.apply_worker_event(r, sid, "CONNECTED", {}, 0.0)
+    worker_events.apply(r, sid, "CONNECTED", {}, 0.0)
     assert admin_client.get(f"/api/sessions/{sid}/qr").status_code == 404
 
 
 def test_session_detail_shows_counters_and_last_ping(admin_client, with_proxy, r):
     sid = admin_client.post("/api/sessions", json={"phone": "+4915123456789"}).json()["id"]
-    sessions.apply_worker_event(r, sid, "PING", {"connected": True, "sent": 3}, 0.0)
+    worker_events.apply(r, sid, "PING", {"connected": True, "sent": 3}, 0.0)
     body = admin_client.get(f"/api/sessions/{sid}").json()
     assert body["status"] == "connected" and body["counters"]["sent"] == 3 and body["last_ping"]
     assert json.loads(r.lindex(keys.session_events(sid), 0))["event"] == "PING"

@@ -7,7 +7,7 @@ import os
 import subprocess
 
 from tests.commands import WAORCH
-from waorch.proxies import ProxyPool
+from waorch.proxies.pool import ProxyPool
 
 
 def run(*args: str):

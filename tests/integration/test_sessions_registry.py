@@ -1,4 +1,4 @@
-"""The session registry API of waorch.sessions on a real Redis (process runner, no supervisor)."""
+"""The session registry API of waorch.sessions.registry on a real Redis (process runner, no supervisor)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ import time
 
 import pytest
 
-from waorch import alert_events, keys, sessions, settings, signing
-from waorch.proxies import ProxyPool
+from waorch.alerts import events as alert_events
+from waorch.core import keys, settings, signing
+from waorch.fleet import lifecycle, worker_events
+from waorch.proxies.pool import ProxyPool
+from waorch.sessions import registry as sessions
 
 
 @pytest.fixture
@@ -20,7 +23,7 @@ def pool(r):
 
 
 def test_create_allocates_proxy_profile_and_desired_state(r, pool):
-    s = sessions.create_session(r, "acme", "491510000001", label="shop")
+    s = lifecycle.create_session(r, "acme", "491510000001", label="shop")
     assert s["status"] == "starting" and s["tenant"] == "acme" and s["label"] == "shop"
     assert s["proxy_url"] in pool.urls() and s["profile"]["id"]
     assert s["trust_level"] == "new" and len(s["salt"]) == 32
@@ -31,40 +34,40 @@ def test_create_allocates_proxy_profile_and_desired_state(r, pool):
 
 
 def test_duplicate_phone_is_refused_and_releases_nothing_twice(r, pool):
-    s = sessions.create_session(r, "acme", "491510000001")
+    s = lifecycle.create_session(r, "acme", "491510000001")
     with pytest.raises(sessions.SessionExists) as info:
-        sessions.create_session(r, "acme", "491510000001")
+        lifecycle.create_session(r, "acme", "491510000001")
     assert info.value.session_id == s["id"]
     assert sum(v["sessions"] for v in pool.list()) == 1
 
 
 def test_no_proxy_capacity_is_a_clear_error(r):
-    with pytest.raises(sessions.NoProxyCapacity, match="no proxy capacity"):
-        sessions.create_session(r, "acme", "491510000001")
+    with pytest.raises(lifecycle.NoProxyCapacity, match="no proxy capacity"):
+        lifecycle.create_session(r, "acme", "491510000001")
     assert r.scard(keys.SESSIONS_ALL) == 0
 
 
 def test_delete_then_recreate_gets_the_same_proxy(r, pool):
-    first = sessions.create_session(r, "acme", "491510000001")
-    sessions.create_session(r, "acme", "491510000002")
-    assert sessions.delete_session(r, first["id"]) is True
+    first = lifecycle.create_session(r, "acme", "491510000001")
+    lifecycle.create_session(r, "acme", "491510000002")
+    assert lifecycle.delete_session(r, first["id"]) is True
     assert sessions.get_session(r, first["id"]) is None
-    assert sessions.delete_session(r, first["id"]) is False
-    sessions.create_session(r, "acme", "491510000003")  # would take the least-loaded proxy
-    again = sessions.create_session(r, "acme", "491510000001")
+    assert lifecycle.delete_session(r, first["id"]) is False
+    lifecycle.create_session(r, "acme", "491510000003")  # would take the least-loaded proxy
+    again = lifecycle.create_session(r, "acme", "491510000001")
     assert again["proxy_url"] == first["proxy_url"] and again["id"] != first["id"]
     assert again["profile"] == first["profile"]
 
 
 def test_listing_is_tenant_scoped(r, pool):
-    a = sessions.create_session(r, "acme", "491510000001")
-    b = sessions.create_session(r, "other", "491510000002")
+    a = lifecycle.create_session(r, "acme", "491510000001")
+    b = lifecycle.create_session(r, "other", "491510000002")
     assert [s["id"] for s in sessions.list_sessions(r, "acme")] == [a["id"]]
     assert {s["id"] for s in sessions.list_sessions(r)} == {a["id"], b["id"]}
 
 
 def test_public_view_hides_credentials_and_salt(r, pool):
-    s = sessions.create_session(r, "acme", "491510000001")
+    s = lifecycle.create_session(r, "acme", "491510000001")
     view = sessions.public_view(s)
     text = json.dumps(view)
     for secret in ("s3cret", "hunter2", "alice", "bob", s["salt"], sessions.session_secret(s)):
@@ -77,7 +80,7 @@ def test_worker_environment_contract(r, pool, monkeypatch, tmp_path):
     monkeypatch.setenv("WAORCH_SIM_WIRE", "127.0.0.1:7000")
     monkeypatch.setenv("WAORCH_DATA_DIR", str(tmp_path))
     settings.get.cache_clear()
-    s = sessions.create_session(r, "acme", "491510000001")
+    s = lifecycle.create_session(r, "acme", "491510000001")
     env = sessions.worker_environment(s)
     assert env["SESSION_ID"] == s["id"] and env["PHONE"] == "491510000001"
     assert env["PROXY_URL"] == s["proxy_url"]
@@ -91,19 +94,19 @@ def test_worker_environment_contract(r, pool, monkeypatch, tmp_path):
 
 
 def test_worker_events_drive_the_status(r, pool):
-    sid = sessions.create_session(r, "acme", "491510000001")["id"]
+    sid = lifecycle.create_session(r, "acme", "491510000001")["id"]
     now = time.time()
-    assert sessions.apply_worker_event(r, sid, "QR", {"qr": "2@secret-qr"}, now) == ("starting", "pairing")
+    assert worker_events.apply(r, sid, "QR", {"qr": "2@secret-qr"}, now) == ("starting", "pairing")
     assert r.get(keys.session_qr(sid)) == "2@secret-qr"
-    assert sessions.apply_worker_event(r, sid, "CONNECTED", {"jid": "491510000001@s.whatsapp.net"}, now) \
+    assert worker_events.apply(r, sid, "CONNECTED", {"jid": "491510000001@s.whatsapp.net"}, now) \
         == ("pairing", "connected")
     assert not r.exists(keys.session_qr(sid))
     ping = {"connected": True, "sent": 7, "failed": 1, "claimed": 8}
-    sessions.apply_worker_event(r, sid, "PING", ping, now)
+    worker_events.apply(r, sid, "PING", ping, now)
     s = sessions.get_session(r, sid)
     assert (s["sent"], s["failed"], s["claimed"]) == (7, 1, 8) and s["last_ping"] >= now - 1
     assert s["last_error"] == ""
-    sessions.apply_worker_event(r, sid, "ERROR", {"code": "CONNECTION_LOST", "detail": "eof"}, now)
+    worker_events.apply(r, sid, "ERROR", {"code": "CONNECTION_LOST", "detail": "eof"}, now)
     assert sessions.get_session(r, sid)["status"] == "error"
     events = [json.loads(e) for e in r.lrange(keys.session_events(sid), 0, -1)]
     assert [e["event"] for e in events][:4] == ["ERROR", "PING", "CONNECTED", "QR"]
@@ -111,25 +114,25 @@ def test_worker_events_drive_the_status(r, pool):
 
 
 def test_banned_stops_the_session_and_alerts(r, pool):
-    sid = sessions.create_session(r, "acme", "491510000001")["id"]
-    sessions.apply_worker_event(r, sid, "ERROR", {"code": "BANNED"}, time.time())
+    sid = lifecycle.create_session(r, "acme", "491510000001")["id"]
+    worker_events.apply(r, sid, "ERROR", {"code": "BANNED"}, time.time())
     s = sessions.get_session(r, sid)
     assert s["status"] == "banned" and s["desired"] == "stopped"
     assert not r.sismember(keys.SESSIONS_ACTIVE, sid)
-    sessions.apply_worker_event(r, sid, "PING", {"connected": True}, time.time())
+    worker_events.apply(r, sid, "PING", {"connected": True}, time.time())
     assert sessions.get_session(r, sid)["status"] == "banned"
     assert any(a["kind"] == "session_down" and a["subject"] == sid for a in alert_events.active_alerts(r))
-    restarted = sessions.restart_session(r, sid)
+    restarted = lifecycle.restart_session(r, sid)
     assert restarted["status"] == "starting" and restarted["restarts"] == 1
     assert r.sismember(keys.SESSIONS_ACTIVE, sid)
 
 
 def test_restricted_pauses_sending_and_demotes(r, pool):
-    sid = sessions.create_session(r, "acme", "491510000001")["id"]
-    sessions.apply_worker_event(r, sid, "CONNECTED", {}, time.time())
+    sid = lifecycle.create_session(r, "acme", "491510000001")["id"]
+    worker_events.apply(r, sid, "CONNECTED", {}, time.time())
     assert [s["id"] for s in sessions.sendable_sessions(r, "acme")] == [sid]
     until = time.time() + 600
-    sessions.apply_worker_event(r, sid, "RESTRICTED", {"reason": "463", "until": until}, time.time())
+    worker_events.apply(r, sid, "RESTRICTED", {"reason": "463", "until": until}, time.time())
     s = sessions.get_session(r, sid)
     assert s["status"] == "connected" and abs(s["paused_until"] - until) < 0.01
     assert s["trust_level"] == "restricted" and s["trust_before_restriction"] == "new"
@@ -138,28 +141,28 @@ def test_restricted_pauses_sending_and_demotes(r, pool):
 
 
 def test_stopping_after_stop_is_stopped_not_disconnected(r, pool):
-    sid = sessions.create_session(r, "acme", "491510000001")["id"]
-    sessions.apply_worker_event(r, sid, "STOPPING", {}, time.time())
+    sid = lifecycle.create_session(r, "acme", "491510000001")["id"]
+    worker_events.apply(r, sid, "STOPPING", {}, time.time())
     assert sessions.get_session(r, sid)["status"] == "disconnected"
-    sessions.stop_session(r, sid, reason="operator")
-    sessions.apply_worker_event(r, sid, "STOPPING", {}, time.time())
+    lifecycle.stop_session(r, sid, reason="operator")
+    worker_events.apply(r, sid, "STOPPING", {}, time.time())
     assert sessions.get_session(r, sid)["status"] == "stopped"
 
 
 def test_unknown_session_events_are_ignored(r):
-    assert sessions.apply_worker_event(r, "nope", "PING", {}, time.time()) is None
-    assert sessions.apply_worker_event(r, "nope", "QR", {"qr": "x"}, time.time()) is None
+    assert worker_events.apply(r, "nope", "PING", {}, time.time()) is None
+    assert worker_events.apply(r, "nope", "QR", {"qr": "x"}, time.time()) is None
     assert not r.exists(keys.session_qr("nope"))
 
 
 def test_logged_out_alerts_and_pairs_again(r, pool):
-    sid = sessions.create_session(r, "acme", "491510000001")["id"]
-    sessions.apply_worker_event(r, sid, "CONNECTED", {}, time.time())
-    sessions.apply_worker_event(r, sid, "ERROR", {"code": "LOGGED_OUT"}, time.time())
+    sid = lifecycle.create_session(r, "acme", "491510000001")["id"]
+    worker_events.apply(r, sid, "CONNECTED", {}, time.time())
+    worker_events.apply(r, sid, "ERROR", {"code": "LOGGED_OUT"}, time.time())
     s = sessions.get_session(r, sid)
     assert s["status"] == "logged_out" and s["desired"] == "active"
     assert any(a["kind"] == "session_down" for a in alert_events.active_alerts(r))
-    changed = sessions.apply_worker_event(r, sid, "QR", {"qr": "2@new"}, time.time())
+    changed = worker_events.apply(r, sid, "QR", {"qr": "2@new"}, time.time())
     assert changed == ("logged_out", "pairing")
-    sessions.apply_worker_event(r, sid, "CONNECTED", {}, time.time())
+    worker_events.apply(r, sid, "CONNECTED", {}, time.time())
     assert alert_events.active_alerts(r) == []

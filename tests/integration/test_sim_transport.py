@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from waorch.simulator import SimConfig, Simulator
-from waorch.socks5 import Socks5Server
+from waorch.simulator.socks5 import Socks5Server
 from worker_container.transports.base import SendError, TransportConfig
 from worker_container.transports.sim import CREDS_FILE, SimTransport
 

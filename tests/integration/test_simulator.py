@@ -12,7 +12,7 @@ import requests
 from tests.commands import WAORCH as _WAORCH
 from tests.integration.wire_client import WireClient
 from waorch.simulator import SimConfig, Simulator
-from waorch.socks5 import Socks5Server
+from waorch.simulator.socks5 import Socks5Server
 
 ALICE, BOB, CAROL = "15550000001", "15550000002", "15550000003"
 

@@ -15,7 +15,7 @@ from python_socks import ProxyError
 from python_socks.sync import Proxy
 
 from tests.commands import WAORCH as _WAORCH
-from waorch.socks5 import Socks5Server
+from waorch.simulator.socks5 import Socks5Server
 
 
 class _EchoHandler(socketserver.BaseRequestHandler):

@@ -12,8 +12,13 @@ import requests
 
 from tests.api_client import ApiClient
 from tests.integration.policy_support import FAST_POLICY, accept, connected_session, use_policy
-from waorch import apikeys, dispatching, messages, outbox, sessions, signing
-from waorch.pacing import pace_for
+from waorch.core import signing
+from waorch.messages import records as messages
+from waorch.policy.pacing import pace_for
+from waorch.sending import dispatch as dispatching
+from waorch.sending import outbox
+from waorch.sessions import registry as sessions
+from waorch.tenants import apikeys
 
 PERSON = "14155550123"
 
@@ -132,7 +137,10 @@ def test_suppressions_page(gateway, api_client, r):
 
 
 def test_messages_failed_as_suppressed_are_client_events(r, monkeypatch):
-    from waorch import client_events, client_webhooks, keys, settings, suppressions
+    from waorch.core import keys, settings
+    from waorch.policy import suppressions
+    from waorch.webhooks import events as client_events
+    from waorch.webhooks import subscriptions as client_webhooks
 
     monkeypatch.setenv("WAORCH_WEBHOOK_ALLOWLIST", "127.0.0.1/32")
     settings.get.cache_clear()

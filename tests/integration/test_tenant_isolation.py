@@ -11,7 +11,12 @@ import pytest
 import requests
 
 from tests.api_client import ApiClient
-from waorch import apikeys, dispatching, keys, lua, messages, sessions, settings, signing, worker_events
+from waorch.core import keys, lua, settings, signing
+from waorch.fleet import worker_events
+from waorch.messages import records as messages
+from waorch.sending import dispatch as dispatching
+from waorch.sessions import registry as sessions
+from waorch.tenants import apikeys
 
 PHONES = {"acme": "+4915123450001", "globex": "+4915123450002"}
 RECIPIENT = "+14155550123"

@@ -9,9 +9,16 @@ import pytest
 
 from tests.api_client import ApiClient
 from tests.integration.policy_support import FAST_POLICY, accept, connected_session, use_policy
-from waorch import alert_events, apikeys, dispatching, keys, outbox, sessions, trust, worker_events
-from waorch.pacing import pace_for
-from waorch.proxies import ProxyPool
+from waorch.alerts import events as alert_events
+from waorch.core import keys
+from waorch.fleet import worker_events
+from waorch.policy import trust
+from waorch.policy.pacing import pace_for
+from waorch.proxies.pool import ProxyPool
+from waorch.sending import dispatch as dispatching
+from waorch.sending import outbox
+from waorch.sessions import registry as sessions
+from waorch.tenants import apikeys
 
 DAY = 86400.0
 REVIEW = {
@@ -136,6 +143,7 @@ def test_the_review_runs_hourly_under_beat():
 
     entry = celeryconfig.beat_schedule["trust-review"]
     assert entry == {"task": "tasks.maintenance.trust_review", "schedule": 3600.0}
+    app.loader.import_default_modules()  # what a worker does at start: its `include=` task modules
     assert "tasks.maintenance.trust_review" in app.tasks
     assert celeryconfig.task_routes["tasks.maintenance.*"]["queue"] == "maintenance"
 

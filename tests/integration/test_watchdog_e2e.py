@@ -20,12 +20,14 @@ import requests
 from tests import waiting
 from tests.api_client import ThreadedGateway
 from tests.integration.supervisor_process import running_pid, running_supervisor
-from waorch import keys, proxy_health, sessions, settings, watchdog
-from waorch.proxies import ProxyPool
+from waorch.core import keys, settings
+from waorch.fleet import lifecycle, proxy_failover, watchdog
+from waorch.proxies.pool import ProxyPool
 from waorch.runners.process import ProcessRunner
+from waorch.sessions import registry as sessions
 from waorch.simulator.server import Simulator
+from waorch.simulator.socks5 import Socks5Server
 from waorch.simulator.state import SimConfig
-from waorch.socks5 import Socks5Server
 
 PHONE = "4915123450001"
 DEADLINE = 90.0
@@ -45,7 +47,7 @@ class Stack:
 
     def connect(self, phone: str = PHONE) -> dict:
         """Create a session, scan its QR at the simulator, wait until CONNECTED."""
-        s = sessions.create_session(self.r, "acme", phone)
+        s = lifecycle.create_session(self.r, "acme", phone)
         wait_for(lambda: self.r.exists(keys.session_qr(s["id"])), "a QR from the worker")
         answer = requests.post(f"{self.sim.url}/sim/accounts/{phone}/scan", timeout=10)
         assert answer.status_code == 200, answer.text
@@ -130,7 +132,7 @@ def test_bad_proxy_moves_the_session_and_it_reconnects(stack):
     ProxyPool(stack.r).add(second.url)
     first.fail = True
     first.drop_connections()
-    view = proxy_health.check_proxy(stack.r, first.url)
+    view = proxy_failover.check_proxy(stack.r, first.url)
     assert view["status"] == "BAD" and view["change"] == "burned"
     assert sessions.get_session(stack.r, s["id"])["proxy_url"] == second.url
     wait_for(lambda: stack.status(s["id"]) == "connected"

@@ -6,9 +6,12 @@ import time
 
 from tasks.orchestration import check_proxies, check_proxy
 from tasks.watchdog import LOCK, watchdog
-from waorch import alert_events, keys, lua, sessions
-from waorch import watchdog as watchdog_logic
-from waorch.proxies import ProxyPool, proxy_id, proxy_sessions_key
+from waorch.alerts import events as alert_events
+from waorch.core import keys, lua
+from waorch.fleet import lifecycle, worker_events
+from waorch.fleet import watchdog as watchdog_logic
+from waorch.proxies.pool import ProxyPool, proxy_id, proxy_sessions_key
+from waorch.sessions import registry as sessions
 
 
 def _pool(r, n=2):
@@ -29,7 +32,7 @@ def test_without_a_runner_it_reports_and_still_keeps_the_registry_tidy(r):
 
 def test_sessions_on_a_removed_proxy_are_moved(r):
     pool = _pool(r)
-    s = sessions.create_session(r, "acme", "491510000001")
+    s = lifecycle.create_session(r, "acme", "491510000001")
     lua.script(r, "proxy_remove")(args=[s["proxy_url"]])  # removed behind the orchestrator's back
     report = watchdog_logic.reconcile(r)
     moved = sessions.get_session(r, s["id"])
@@ -41,7 +44,7 @@ def test_sessions_on_a_removed_proxy_are_moved(r):
 def test_sessions_stranded_on_a_bad_proxy_move_once_capacity_appears(r):
     pool = ProxyPool(r)
     pool.add("socks5h://127.0.0.2:1080")
-    s = sessions.create_session(r, "acme", "491510000001")
+    s = lifecycle.create_session(r, "acme", "491510000001")
     r.set(keys.proxy_status(s["proxy_url"]), "BAD")
     assert watchdog_logic.reconcile(r)["relocated"] == []  # nowhere to go yet
     assert "no proxy capacity" in sessions.get_session(r, s["id"])["last_error"]
@@ -52,8 +55,8 @@ def test_sessions_stranded_on_a_bad_proxy_move_once_capacity_appears(r):
 
 def test_ended_restriction_resolves_its_alert(r):
     _pool(r)
-    s = sessions.create_session(r, "acme", "491510000001")
-    sessions.apply_worker_event(r, s["id"], "RESTRICTED", {"until": time.time() + 3600}, time.time())
+    s = lifecycle.create_session(r, "acme", "491510000001")
+    worker_events.apply(r, s["id"], "RESTRICTED", {"until": time.time() + 3600}, time.time())
     watchdog_logic.reconcile(r)
     assert [a["kind"] for a in alert_events.active_alerts(r)] == [alert_events.SESSION_RESTRICTED]
     watchdog_logic.reconcile(r, now=time.time() + 7200)

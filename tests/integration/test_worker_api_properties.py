@@ -11,8 +11,10 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from waorch import sessions, signing
-from waorch.proxies import ProxyPool
+from waorch.core import signing
+from waorch.fleet import lifecycle
+from waorch.proxies.pool import ProxyPool
+from waorch.sessions import registry as sessions
 
 EVENTS = ["QR", "PAIR_CODE", "CONNECTED", "PING", "ERROR", "MESSAGE_STATUS", "INBOUND", "RESTRICTED",
           "STOPPING", "UNKNOWN"]
@@ -34,7 +36,7 @@ data_for_events = receipts | st.dictionaries(
 @pytest.fixture
 def worker(gateway, r):
     ProxyPool(r).add("socks5h://u:p@127.0.0.2:1080")
-    session = sessions.create_session(r, "acme", "491510000042")
+    session = lifecycle.create_session(r, "acme", "491510000042")
     secret = sessions.session_secret(session)
 
     def post(path: str, payload: dict) -> requests.Response:

@@ -1,7 +1,7 @@
 """`python -m worker_container` as a real child process against a real HTTP peer.
 
 The peer (`Orchestrator` below) plays the orchestrator's side of the documented worker HTTP
-contract and checks every signature with waorch.signing.verify; it is a stand-in for the network
+contract and checks every signature with waorch.core.signing.verify; it is a stand-in for the network
 peer only, kept minimal.
 """
 
@@ -24,7 +24,7 @@ import pytest
 import requests
 
 from tests.local_http import LocalHttpServer, Reply
-from waorch.signing import verify
+from waorch.core.signing import verify
 from worker_container import healthcheck
 from worker_container.journal import Journal
 
@@ -309,8 +309,8 @@ needs_sim_transport = pytest.mark.skipif(
 def network():
     """A simulator that pairs waiting sessions by itself, and a password-protected SOCKS5 proxy."""
     from waorch.simulator.server import Simulator
+    from waorch.simulator.socks5 import Socks5Server
     from waorch.simulator.state import SimConfig
-    from waorch.socks5 import Socks5Server
 
     config = SimConfig(demo_scan_after=0.3, receipt_delay=0.1, read_delay=0.2)
     sim = Simulator(config=config).start_in_thread()

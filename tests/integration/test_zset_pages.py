@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from waorch import zset_pages
+from waorch.core import zset_pages
 
 INDEX = "pages:test"
 

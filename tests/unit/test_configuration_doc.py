@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from waorch.settings import markdown_table
+from waorch.core.settings import markdown_table
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 

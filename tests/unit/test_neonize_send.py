@@ -148,7 +148,7 @@ def file_server():
 
 
 def test_media_urls_are_fetched_through_the_proxy(file_server: str) -> None:
-    from waorch.socks5 import Socks5Server
+    from waorch.simulator.socks5 import Socks5Server
 
     proxy = Socks5Server(username="u", password="pw").start_in_thread()
     try:
@@ -175,7 +175,7 @@ def test_media_fetch_through_a_dead_proxy_fails_cleanly(file_server: str) -> Non
 
 
 def test_media_host_names_are_resolved_by_the_proxy() -> None:
-    from waorch.socks5 import Socks5Server
+    from waorch.simulator.socks5 import Socks5Server
 
     proxy = Socks5Server(refuse_connects=True).start_in_thread()
     try:

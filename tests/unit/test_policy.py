@@ -12,7 +12,9 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
-from waorch import pacing, policy, recipient_protection, settings
+from waorch.core import settings
+from waorch.policy import pacing, recipient_protection
+from waorch.policy import rules as policy
 
 
 @pytest.fixture(autouse=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from waorch.proxies import InvalidProxyUrl, normalize_url, proxy_id, redact
+from waorch.proxies.pool import InvalidProxyUrl, normalize_url, proxy_id, redact
 
 
 @pytest.mark.parametrize(("given", "expected"), [

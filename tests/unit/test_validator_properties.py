@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from marshmallow import ValidationError
 
 from app.schemas import BatchSchema, MessageListQuerySchema, SendSchema
-from waorch.phones import InvalidPhone, normalize
+from waorch.core.phones import InvalidPhone, normalize
 
 phone_like = st.one_of(
     st.text(alphabet=string.digits + "+-() .", max_size=40),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from waorch.client_webhooks import (
+from waorch.webhooks.subscriptions import (
     WebhookUrlError,
     check_secret,
     check_url,

@@ -7,7 +7,7 @@ import ipaddress
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from waorch.client_webhooks import WebhookUrlError, check_url, parse_allowlist
+from waorch.webhooks.subscriptions import WebhookUrlError, check_url, parse_allowlist
 
 NONE = parse_allowlist("")
 LOOPBACK_ONLY = parse_allowlist("127.0.0.0/8")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from waorch.phones import InvalidPhone, normalize
+from waorch.core.phones import InvalidPhone, normalize
 
 
 class PhoneNumber(click.ParamType):

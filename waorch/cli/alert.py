@@ -7,9 +7,11 @@ import time
 
 import click
 
-from waorch import alert_delivery, alert_events, alert_sinks
+from waorch.alerts import delivery as alert_delivery
+from waorch.alerts import events as alert_events
+from waorch.alerts import sinks as alert_sinks
 from waorch.cli._output import when
-from waorch.redis_client import get_redis
+from waorch.core.redis_client import get_redis
 
 TEST_KIND = "test"
 

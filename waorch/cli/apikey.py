@@ -2,8 +2,8 @@
 
 import click
 
-from waorch import apikeys
-from waorch.redis_client import get_redis
+from waorch.core.redis_client import get_redis
+from waorch.tenants import apikeys
 
 
 @click.group("apikey")

@@ -7,8 +7,9 @@ from pathlib import Path
 import click
 import redis
 
-from waorch import backups, settings
-from waorch.redis_client import get_redis
+from waorch.backups import create as backups
+from waorch.core import settings
+from waorch.core.redis_client import get_redis
 
 
 @click.command("backup")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from waorch import settings
 from waorch.cli.worker import CELERY_APP
+from waorch.core import settings
 from waorch.launcher.become import become, python_module_argv
 
 

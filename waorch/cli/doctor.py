@@ -6,7 +6,8 @@ import json
 
 import click
 
-from waorch import doctor, settings
+from waorch import doctor
+from waorch.core import settings
 
 
 @click.command("doctor")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from waorch import settings
 from waorch.cli.worker import CELERY_APP
+from waorch.core import settings
 from waorch.launcher.become import become, python_module_argv
 
 

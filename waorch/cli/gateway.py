@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 import gunicorn
 
-from waorch import settings
+from waorch.core import settings
 from waorch.launcher.become import become, python_module_argv
 
 

@@ -6,10 +6,10 @@ import json
 
 import click
 
-from waorch import messages
 from waorch.cli._output import echo_pages, when
 from waorch.cli._params import PHONE
-from waorch.redis_client import get_redis
+from waorch.core.redis_client import get_redis
+from waorch.messages import records as messages
 
 
 @click.group("message")

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from waorch import policy
+from waorch.policy import rules as policy
 
 
 @click.group("policy")
@@ -40,8 +40,8 @@ def show(path: str | None) -> None:
 @command.command("review")
 def review() -> None:
     """Run the trust review now (it also runs hourly under `waorch beat`); prints the changes."""
-    from waorch import trust  # noqa: PLC0415 (needs Redis only here)
-    from waorch.redis_client import get_redis  # noqa: PLC0415
+    from waorch.core.redis_client import get_redis  # noqa: PLC0415
+    from waorch.policy import trust  # noqa: PLC0415 (needs Redis only here)
 
     changes = trust.review(get_redis())
     for change in changes:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from waorch import proxy_health, sessions
-from waorch.proxies import InvalidProxyUrl, ProxyNotFound, ProxyPool, redact
-from waorch.redis_client import get_redis
+from waorch.core.redis_client import get_redis
+from waorch.fleet import lifecycle, proxy_failover
+from waorch.proxies.pool import InvalidProxyUrl, ProxyNotFound, ProxyPool, redact
 
 
 @click.group("proxy")
@@ -43,7 +43,7 @@ def add(urls: tuple[str, ...], path) -> None:
             click.echo(f"{where}: {exc}", err=True)
             continue
         click.echo(("added    " if added else "exists   ") + _line(view))
-    sessions.check_inventory(r)
+    lifecycle.check_inventory(r)
     if failed:
         raise SystemExit(1)
 
@@ -70,7 +70,7 @@ def remove(proxy: str) -> None:
     pool = ProxyPool(r)
     url = _resolve(pool, proxy)
     pool.remove(url)
-    outcome = proxy_health.relocate_sessions(r, url, "proxy removed")
+    outcome = proxy_failover.relocate_sessions(r, url, "proxy removed")
     click.echo(f"removed {redact(url)}; moved {len(outcome['moved'])} sessions"
                + (f", {len(outcome['stuck'])} without capacity" if outcome["stuck"] else ""))
 
@@ -81,9 +81,9 @@ def check(proxy: str | None) -> None:
     """Check one proxy (by id or URL), or all of them, through a real connection."""
     r = get_redis()
     if proxy:
-        views = [proxy_health.check_proxy(r, _resolve(ProxyPool(r), proxy))]
+        views = [proxy_failover.check_proxy(r, _resolve(ProxyPool(r), proxy))]
     else:
-        views = proxy_health.check_all(r)
+        views = proxy_failover.check_all(r)
     for view in views:
         click.echo(_line(view) + (f"  ({view['change']})" if view.get("change") else ""))
     if any(v["status"] != "OK" for v in views):

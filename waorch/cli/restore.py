@@ -7,9 +7,11 @@ from pathlib import Path
 import click
 import redis
 
-from waorch import backup_restore, backups, settings
-from waorch.proxies import redact
-from waorch.redis_client import get_redis
+from waorch.backups import create as backups
+from waorch.backups import restore as backup_restore
+from waorch.core import settings
+from waorch.core.redis_client import get_redis
+from waorch.proxies.pool import redact
 
 NOTHING_CHANGED = "nothing was changed"
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import click
 
-from waorch import settings
+from waorch.core import settings
 from waorch.launcher.lifecycle import Launcher
 from waorch.launcher.plan import RunOptions
 from waorch.launcher.state import StateDirBusy
-from waorch.policy import PolicyError, load_file
+from waorch.policy.rules import PolicyError, load_file
 
 
 def _policy(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:

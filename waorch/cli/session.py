@@ -6,9 +6,11 @@ import json
 
 import click
 
-from waorch import profiles, sessions
-from waorch.phones import InvalidPhone, normalize
-from waorch.redis_client import get_redis
+from waorch.core.phones import InvalidPhone, normalize
+from waorch.core.redis_client import get_redis
+from waorch.fleet import lifecycle
+from waorch.sessions import profiles
+from waorch.sessions import registry as sessions
 
 
 @click.group("session")
@@ -24,8 +26,8 @@ def command() -> None:
 def create(phone: str, tenant: str, trust_level: str | None, label: str) -> None:
     """Create a session for PHONE (international format) and start its worker."""
     try:
-        session = sessions.create_session(get_redis(), tenant, normalize(phone), trust_level, label)
-    except (InvalidPhone, ValueError, sessions.SessionExists, sessions.NoProxyCapacity,
+        session = lifecycle.create_session(get_redis(), tenant, normalize(phone), trust_level, label)
+    except (InvalidPhone, ValueError, sessions.SessionExists, lifecycle.NoProxyCapacity,
             profiles.NoProfileCapacity) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(sessions.public_view(session), indent=2))
@@ -60,7 +62,7 @@ def show(session_id: str) -> None:
 def restart(session_id: str) -> None:
     """Restart the worker (same proxy, same data)."""
     _session(session_id)
-    sessions.restart_session(get_redis(), session_id, reason="cli")
+    lifecycle.restart_session(get_redis(), session_id, reason="cli")
     click.echo(f"restarting {session_id}")
 
 
@@ -68,6 +70,6 @@ def restart(session_id: str) -> None:
 @click.argument("session_id")
 def delete(session_id: str) -> None:
     """Delete the session and its worker (its data directory stays)."""
-    if not sessions.delete_session(get_redis(), session_id):
+    if not lifecycle.delete_session(get_redis(), session_id):
         raise click.ClickException(f"no session {session_id}")
     click.echo(f"deleted {session_id}")

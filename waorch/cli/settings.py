@@ -2,7 +2,7 @@
 
 import click
 
-from waorch import settings
+from waorch.core import settings
 
 
 @click.command("settings")

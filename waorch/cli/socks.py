@@ -8,7 +8,7 @@ import signal
 
 import click
 
-from waorch.socks5 import Socks5Server
+from waorch.simulator.socks5 import Socks5Server
 
 
 def parse_listen(value: str) -> tuple[str, int]:

@@ -2,7 +2,7 @@
 
 import click
 
-from waorch.redis_client import get_redis
+from waorch.core.redis_client import get_redis
 from waorch.runners.supervisor import SupervisorRunning, serve
 
 

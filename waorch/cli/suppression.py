@@ -6,10 +6,10 @@ import json
 
 import click
 
-from waorch import suppressions
 from waorch.cli._output import when
 from waorch.cli._params import PHONE
-from waorch.redis_client import get_redis
+from waorch.core.redis_client import get_redis
+from waorch.policy import suppressions
 
 _TENANT = click.option("--tenant", default="default", show_default=True, help="Whose list.")
 

@@ -7,9 +7,10 @@ import json
 
 import click
 
-from waorch import client_webhooks, dead_letters
 from waorch.cli._output import echo_pages, when
-from waorch.redis_client import get_redis
+from waorch.core.redis_client import get_redis
+from waorch.webhooks import dead_letters
+from waorch.webhooks import subscriptions as client_webhooks
 
 _TENANT = click.option("--tenant", help="Only this tenant's (default: every tenant).")
 

@@ -6,7 +6,7 @@ import socket
 
 import click
 
-from waorch import settings
+from waorch.core import settings
 from waorch.launcher.become import become, python_module_argv
 
 QUEUES = ("dispatch", "orchestrator", "events", "maintenance")

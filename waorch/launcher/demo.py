@@ -6,9 +6,12 @@ import logging
 
 import redis
 
+from waorch.fleet import lifecycle
 from waorch.launcher.plan import DEMO_PROXY_USER, Endpoints
+from waorch.proxies.pool import ProxyPool, redact
+from waorch.sessions import registry as sessions
 
-log = logging.getLogger("waorch.run")
+log = logging.getLogger(__name__)
 
 # Valid numbers in the North American fictional 555-01xx range: they belong to nobody.
 DEMO_PHONES = ("12025550101", "12025550102")
@@ -20,9 +23,6 @@ def proxy_urls(endpoints: Endpoints, password: str) -> list[str]:
 
 def bootstrap(r: redis.Redis, endpoints: Endpoints, socks_password: str, tenant: str) -> list[str]:
     """Add the demo proxies and sessions (a re-run finds them already there); notes to print."""
-    from waorch import sessions  # noqa: PLC0415  (pulls in the runner machinery)
-    from waorch.proxies import ProxyPool, redact  # noqa: PLC0415
-
     notes = []
     pool = ProxyPool(r)
     for url in proxy_urls(endpoints, socks_password):
@@ -30,13 +30,13 @@ def bootstrap(r: redis.Redis, endpoints: Endpoints, socks_password: str, tenant:
         notes.append(f"demo proxy {redact(url)} {'added' if added else 'already in the inventory'}")
     for phone in DEMO_PHONES:
         try:
-            session = sessions.create_session(r, tenant, phone, label="demo")
+            session = lifecycle.create_session(r, tenant, phone, label="demo")
         except sessions.SessionExists as exc:
             # A re-run: the session is kept, and made to run again if it had been stopped.
-            sessions.restart_session(r, exc.session_id, reason="waorch run --demo")
+            lifecycle.restart_session(r, exc.session_id, reason="waorch run --demo")
             notes.append(f"demo session {exc.session_id} (+{phone}) restarted")
             continue
-        except (sessions.NoProxyCapacity, ValueError) as exc:
+        except (lifecycle.NoProxyCapacity, ValueError) as exc:
             notes.append(f"demo session +{phone} not created: {exc}")
             continue
         notes.append(f"demo session {session['id']} (+{phone}) created; the simulator pairs it")

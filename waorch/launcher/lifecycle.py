@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from waorch import redis_client, settings
+from waorch.core import redis_client, settings
 from waorch.launcher import demo, readiness
 from waorch.launcher.children import Child, ChildSpec, stop_children
 from waorch.launcher.plan import (
@@ -21,10 +21,10 @@ from waorch.launcher.plan import (
     redis_spec,
 )
 from waorch.launcher.ports import any_free, bindable
+from waorch.launcher.redis_server import reachable, redis_binary
 from waorch.launcher.state import DEMO_TENANT, FLOWER_AUTH_FILE, StateDir
-from waorch.redis_server import reachable, redis_binary
 
-log = logging.getLogger("waorch.run")
+log = logging.getLogger(__name__)
 
 # A child that crashes this often within the window is not restarted again: the launcher stops
 # everything and exits non-zero, since a crash loop means a broken set-up, not bad luck.

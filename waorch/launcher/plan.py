@@ -10,10 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from waorch.core.redis_client import get_redis
 from waorch.launcher import readiness
 from waorch.launcher.children import ChildSpec
 from waorch.launcher.ports import pick
+from waorch.launcher.redis_server import reachable
 from waorch.launcher.state import StateDir
+from waorch.runners.process import HEARTBEAT
 
 DEMO_PROXY_HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 DEMO_PROXY_USER = "demo"
@@ -126,8 +129,6 @@ def child_environment(options: RunOptions, state: StateDir, endpoints: Endpoints
 
 
 def redis_spec(binary: str, state: StateDir, port: int, env: dict[str, str]) -> ChildSpec:
-    from waorch.redis_server import reachable  # noqa: PLC0415
-
     url = f"redis://127.0.0.1:{port}/0"
     # AOF in the state dir: a re-run finds its sessions, messages and keys again.
     argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(state.redis),
@@ -138,9 +139,6 @@ def redis_spec(binary: str, state: StateDir, port: int, env: dict[str, str]) -> 
 
 def supervisor_heartbeat_pid(redis_url: str) -> int | None:
     """The pid the running supervisor last reported in Redis, if any."""
-    from waorch.redis_client import get_redis  # noqa: PLC0415
-    from waorch.runners.process import HEARTBEAT  # noqa: PLC0415
-
     try:
         value = get_redis(redis_url).get(HEARTBEAT)
     except Exception:  # noqa: BLE001  (Redis hiccup: not ready yet)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import redis
 
-from waorch import apikeys
+from waorch.tenants import apikeys
 
 RUN_FILE = "run.json"
 SECRET_FILE = "secret_key"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from waorch import settings
+from waorch.core import settings
 from waorch.runners.base import ALIVE, EXITED, RUNNING, STARTING, Runner, RunnerUnavailable
 
 __all__ = ["ALIVE", "EXITED", "RUNNING", "STARTING", "Runner", "RunnerUnavailable", "get_runner"]

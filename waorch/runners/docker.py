@@ -16,8 +16,9 @@ from pathlib import Path
 import docker
 from docker.errors import APIError, DockerException, NotFound
 
-from waorch import sessions, settings
+from waorch.core import settings
 from waorch.runners.base import EXITED, RUNNING, STARTING, Runner, RunnerUnavailable
+from waorch.sessions import registry as sessions
 
 CONTAINER_SESSIONS_DIR = "/app/sessions"
 LABEL_SESSION = "waorch.session"

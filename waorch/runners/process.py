@@ -12,7 +12,7 @@ import time
 
 import redis
 
-from waorch.redis_client import get_redis
+from waorch.core.redis_client import get_redis
 from waorch.runners.base import Runner, RunnerUnavailable
 
 COMMANDS = "runner:process:commands"  # LIST of JSON {op, session_id, at}

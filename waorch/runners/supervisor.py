@@ -26,11 +26,12 @@ from pathlib import Path
 import redis
 
 import waorch
-from waorch import keys, sessions, settings
+from waorch.core import keys, settings
 from waorch.runners.base import EXITED, RUNNING, STARTING
 from waorch.runners.process import COMMANDS, HEARTBEAT, LOCK, STATE
+from waorch.sessions import registry as sessions
 
-log = logging.getLogger("waorch.supervisor")
+log = logging.getLogger(__name__)
 
 STOP_GRACE = 10.0  # seconds a worker gets between SIGTERM and SIGKILL
 STABLE_AFTER = 60.0  # a worker that ran this long resets its crash backoff

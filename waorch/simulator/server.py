@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from waorch.background_loop import BackgroundLoop, ServedInBackground
+from waorch.core.background_loop import BackgroundLoop, ServedInBackground
 from waorch.simulator.http_api import create_app
 from waorch.simulator.state import Network, SimConfig
 from waorch.simulator.wire import WireServer

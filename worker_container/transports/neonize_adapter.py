@@ -103,16 +103,16 @@ def load_neonize() -> SimpleNamespace:
         # Without its library neonize tries to download one from GitHub: never from a worker.
         raise NeonizeStartError(TRANSPORT_UNAVAILABLE, f"neonize's native library is missing: {library}")
     try:
-        from neonize import events
-        from neonize._binder import ProxySettings
-        from neonize.client import NewClient
-        from neonize.exc import NeonizeError
-        from neonize.proto import Neonize_pb2 as proto
-        from neonize.proto.waCompanionReg.WAWebProtobufsCompanionReg_pb2 import DeviceProps
-        from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message
-        from neonize.utils.enum import ClientType, Presence
-        from neonize.utils.jid import build_jid
-    except Exception as exc:  # OSError from ctypes, RuntimeError on a version mismatch, ImportError
+        from neonize import events  # noqa: PLC0415 - loads the Go library
+        from neonize._binder import ProxySettings  # noqa: PLC0415 - loads the Go library
+        from neonize.client import NewClient  # noqa: PLC0415 - loads the Go library
+        from neonize.exc import NeonizeError  # noqa: PLC0415 - loads the Go library
+        from neonize.proto import Neonize_pb2 as proto  # noqa: PLC0415 - loads the Go library
+        from neonize.proto.waCompanionReg.WAWebProtobufsCompanionReg_pb2 import DeviceProps  # noqa: PLC0415 - loads the Go library
+        from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message  # noqa: PLC0415 - loads the Go library
+        from neonize.utils.enum import ClientType, Presence  # noqa: PLC0415 - loads the Go library
+        from neonize.utils.jid import build_jid  # noqa: PLC0415 - loads the Go library
+    except Exception as exc:  # noqa: BLE001 - OSError from ctypes, RuntimeError on a version mismatch, ImportError
         detail = f"cannot load neonize's native library: {type(exc).__name__}: {exc}"
         raise NeonizeStartError(TRANSPORT_UNAVAILABLE, detail) from None
     return SimpleNamespace(events=events, ProxySettings=ProxySettings, NewClient=NewClient,

@@ -97,7 +97,7 @@ def fetch_media(spec: MediaSpec, session_dir: str, proxy_url: str, max_bytes: in
     """The media's bytes: a file inside the session volume, or a URL fetched through the proxy."""
     if spec.path:
         return _read_session_file(spec.path, session_dir, max_bytes)
-    import requests  # only workers that send media pay for it
+    import requests  # noqa: PLC0415 - only workers that send media pay for it
 
     proxies = {"http": proxy_url, "https": proxy_url} if proxy_url else {"http": "", "https": ""}
     try:

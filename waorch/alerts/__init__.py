@@ -1,0 +1,1 @@
+"""Operator alerts: events, sinks (Telegram, webhook) and their delivery."""

@@ -1,0 +1,1 @@
+"""Backups of Redis and session data, and their all-or-nothing restore."""

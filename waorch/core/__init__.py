@@ -1,0 +1,1 @@
+"""Foundations every package uses: settings, Redis keys and client, Lua, signing, phones, jobs."""

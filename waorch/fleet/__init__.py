@@ -1,0 +1,1 @@
+"""Running the fleet: session lifecycle, worker events, watchdog, proxy failover, overview."""

@@ -1,0 +1,1 @@
+"""Message records (reading, listing, retention) and inbound messages."""

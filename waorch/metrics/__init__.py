@@ -1,0 +1,1 @@
+"""Prometheus metrics: the read-only collector and the writers of the hot paths."""

@@ -1,0 +1,1 @@
+"""The proxy inventory (sticky allocation) and real health checks."""

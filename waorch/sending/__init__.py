@@ -1,0 +1,1 @@
+"""A message's way out: acceptance, dispatch, per-session outbox, claims, rerouting."""

@@ -1,0 +1,189 @@
+"""Per-session queues, send slots, claim leases, ACK/NACK: thin wrappers over the Lua scripts."""
+
+from __future__ import annotations
+
+import random
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from waorch.core import keys, lua, settings
+from waorch.metrics import send_latency
+from waorch.policy import bursts, pacing, trust
+from waorch.policy.pacing import Pace
+from waorch.sending import claim_wakeup
+from waorch.webhooks import events as client_events
+
+RESERVE_BATCH = 50  # slots one reserve call may hand out
+POLL_INTERVAL = 0.5  # parked claims re-check this often in `poll` mode or while wake-ups are down
+
+
+@dataclass(frozen=True)
+class Claim:
+    outcome: str  # "claimed" | "wait" | "empty"
+    message: dict[str, Any] | None = None
+    ready_at: float | None = None
+
+
+def route(r: redis.Redis, msg_id: str, session_id: str, phone: str, detail: str = "",
+          now: float | None = None) -> bool:
+    """Put a queued message on the session's FIFO (state routed); False if not queued."""
+    now = time.time() if now is None else now
+    done = lua.script(r, "route_message")(
+        keys=[keys.session_queue(phone), keys.MESSAGES_UNROUTED],
+        args=[msg_id, session_id, phone, f"{now:.6f}", detail],
+    )
+    return bool(done)
+
+
+def reserve_slots(r: redis.Redis, session_id: str, phone: str, pace: Pace,
+                  now: float | None = None, rng: random.Random | None = None) -> int:
+    """Move messages from the session FIFO to its outbox with paced send times; returns count."""
+    scheduled, suppressed = pacing.reserve(r, session_id, phone, pace, now=now, rng=rng,
+                                           batch=RESERVE_BATCH)
+    for msg_id in suppressed:
+        client_events.message_changed(r, msg_id)
+    if scheduled:
+        claim_wakeup.notify(r, session_id)
+    return scheduled
+
+
+def claim(r: redis.Redis, session_id: str, pace: Pace, now: float | None = None,
+          lease_seconds: int | None = None) -> Claim:
+    """Lease the session's next due message, honouring the pacing gap since the last claim."""
+    now = time.time() if now is None else now
+    lease = lease_seconds or settings.get().lease_seconds
+    token = secrets.token_hex(12)
+    # every pacing and recipient-protection rule is decided in claim_message.lua (waorch.policy.pacing)
+    result = pacing.claim(r, session_id, pace, now, lease, token)
+    for msg_id in result[2:]:  # failed on the way (expired, or its recipient opted out)
+        client_events.message_changed(r, msg_id)
+    if result[0] == "wait":
+        return Claim("wait", ready_at=float(result[1]))
+    if result[0] == "empty":
+        return Claim("empty")
+    record = r.hgetall(keys.message(result[1]))
+    return Claim("claimed", message={
+        "id": record["id"], "to": record.get("to"), "text": record.get("text", ""),
+        "media": record.get("media") or None, "lease_token": token,
+        "lease_expires_at": now + lease, "attempt": int(record.get("attempts", 1)),
+    })
+
+
+def claim_waiting(r: redis.Redis, session_id: str, pace: Pace, wait: float) -> Claim:
+    """Long-poll: claim, waiting up to `wait` seconds for a message to become due."""
+    deadline = time.monotonic() + max(0.0, wait)
+    conf = settings.get()
+    if conf.claim_wakeup == "poll":
+        return _claim_until(r, session_id, pace, deadline, None, conf.claim_recheck)
+    with claim_wakeup.watching(conf.redis_url, session_id) as watch:
+        return _claim_until(r, session_id, pace, deadline, watch, conf.claim_recheck)
+
+
+def _claim_until(r: redis.Redis, session_id: str, pace: Pace, deadline: float,
+                 watch: claim_wakeup.Watch | None, recheck: float) -> Claim:
+    """Claim until something is claimed or `deadline` passes, parked on `watch` (None: polling)."""
+    while True:
+        mark = watch.mark() if watch else 0  # before the claim: a wake-up during it is not lost
+        result = claim(r, session_id, pace)
+        remaining = deadline - time.monotonic()
+        if result.outcome == "claimed" or remaining <= 0:
+            return result
+        # woken by a notification; else at the head's due time, else on the safety re-check (new
+        # messages may arrive meanwhile: without wake-ups, that re-check is the poll interval)
+        pause = recheck if watch and watch.live else POLL_INTERVAL
+        if result.ready_at is not None:
+            pause = min(pause, max(0.02, result.ready_at - time.time()))
+        if watch:
+            watch.wait(mark, min(pause, remaining))
+        else:
+            time.sleep(min(pause, remaining))
+        claim_wakeup.rechecks[session_id] += 1
+
+
+def ack(r: redis.Redis, session_id: str, msg_id: str, lease_token: str, wa_id: str,
+        sent_at: float | None = None, now: float | None = None) -> str:
+    now = time.time() if now is None else now
+    sent_at = now if sent_at is None else sent_at
+    outcome = lua.script(r, "ack_message")(
+        keys=[keys.session_leases(session_id), keys.session_outbox(session_id),
+              keys.session_pacing(session_id)],
+        args=[msg_id, lease_token, wa_id, f"{sent_at:.6f}", f"{now:.6f}", session_id,
+              time.strftime("%Y%m%d", time.gmtime(sent_at))],
+    )
+    if outcome == "ok":
+        client_events.message_changed(r, msg_id)
+        bursts.after_send(r, session_id, msg_id, sent_at, now)  # trust stats + send-log bursts
+        send_latency.observe_send_latency(r, msg_id, sent_at)  # /metrics accepted→sent histogram
+    return outcome
+
+
+def nack(r: redis.Redis, session_id: str, msg_id: str, lease_token: str, reason: str,
+         retryable: bool, detail: str = "", now: float | None = None) -> str:
+    conf = settings.get()
+    now = time.time() if now is None else now
+    outcome = lua.script(r, "nack_message")(
+        keys=[keys.session_leases(session_id), keys.session_outbox(session_id)],
+        args=[msg_id, lease_token, reason, "1" if retryable else "0", detail[:500], f"{now:.6f}",
+              conf.max_attempts, conf.retry_base],
+    )
+    if outcome == "failed":
+        client_events.message_changed(r, msg_id)
+    elif outcome == "retry":
+        claim_wakeup.notify(r, session_id)  # parked claims learn the retry's due time
+    if outcome in ("retry", "failed"):
+        trust.note_send(r, session_id, False, now)  # the trust review's failure rate
+    return outcome
+
+
+def requeue_expired(r: redis.Redis, session_id: str, now: float | None = None) -> int:
+    now = time.time() if now is None else now
+    requeued = int(lua.script(r, "requeue_expired_leases")(
+        keys=[keys.session_leases(session_id), keys.session_outbox(session_id)],
+        args=[f"{now:.6f}"],
+    ))
+    if requeued:
+        claim_wakeup.notify(r, session_id)
+    return requeued
+
+
+def fail(r: redis.Redis, msg_id: str, reason: str, detail: str = "",
+         session_id: str | None = None, now: float | None = None) -> bool:
+    now = time.time() if now is None else now
+    failed = bool(lua.script(r, "fail_message")(
+        keys=[keys.MESSAGES_UNROUTED,
+              keys.session_outbox(session_id) if session_id else "",
+              keys.session_leases(session_id) if session_id else ""],
+        args=[msg_id, reason, detail, f"{now:.6f}"],
+    ))
+    if failed:
+        client_events.message_changed(r, msg_id)
+    return failed
+
+
+def record_receipt(r: redis.Redis, session_id: str, wa_id: str, status: str,
+                   at: float | None = None) -> str | None:
+    """Advance the message WhatsApp knows as `wa_id`; returns our message id if it advanced."""
+    if status not in ("delivered", "read"):
+        return None
+    msg_id = r.get(keys.wa_message(session_id, wa_id))
+    if not msg_id:
+        return None
+    at = time.time() if at is None else at
+    advanced = lua.script(r, "record_receipt")(keys=[], args=[msg_id, status, f"{at:.6f}"])
+    if advanced:
+        client_events.message_changed(r, msg_id)
+    return msg_id if advanced else None
+
+
+def depth(r: redis.Redis, session_id: str, phone: str) -> dict[str, int]:
+    """Queue depths of one session: waiting for a slot, scheduled, leased."""
+    pipe = r.pipeline(transaction=False)
+    pipe.llen(keys.session_queue(phone))
+    pipe.zcard(keys.session_outbox(session_id))
+    pipe.zcard(keys.session_leases(session_id))
+    queued, scheduled, leased = pipe.execute()
+    return {"queued": queued, "scheduled": scheduled, "leased": leased}

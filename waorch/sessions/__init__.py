@@ -1,0 +1,1 @@
+"""The session registry, device profiles and worker request authentication."""

@@ -1,0 +1,1 @@
+"""Client webhooks: subscriptions, client events, signed delivery, dead letters."""
