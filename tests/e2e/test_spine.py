@@ -64,7 +64,7 @@ def test_messages_travel_end_to_end_paced_and_survive_crashes(stack, proxy):
     wait_for(lambda: all_in(stack, ids, {"delivered", "read"}), "5 messages delivered", timeout=120)
     received = sim_messages(stack, "spine ")
     # each exactly once, and in the order the API accepted them although dispatch runs on
-    # parallel Celery workers (per-recipient order, claim_message.lua)
+    # parallel Celery workers (per-recipient order, sending/claim.lua)
     assert [m["text"] for m in received] == [f"spine {i}" for i in range(5)]
     assert {m["source_address"] for m in received} == {"127.0.0.9"}  # through the sticky proxy
     assert_paced(received)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import time
 
+from tests.integration.lua_alone import lua_remove_proxy
 from waorch.alerts import events as alert_events
-from waorch.core import keys, lua, settings
+from waorch.core import keys, settings
 from waorch.fleet import lifecycle, proxy_failover, watchdog, worker_events
 from waorch.proxies.pool import ProxyPool, proxy_id
 from waorch.sessions import registry as sessions
@@ -68,7 +69,7 @@ def test_burned_proxy_removed_from_the_inventory_resolves(r):
     assert (alert_events.PROXY_BURNED, proxy_id(url)) in _active(r)
     watchdog.reconcile(r)
     assert (alert_events.PROXY_BURNED, proxy_id(url)) in _active(r)  # still there, still BAD
-    lua.script(r, "proxy_remove")(args=[url])
+    lua_remove_proxy(r, url)
     watchdog.reconcile(r)
     assert (alert_events.PROXY_BURNED, proxy_id(url)) not in _active(r)
     assert _states(r, alert_events.PROXY_BURNED, proxy_id(url)) == ["raised", "resolved"]

@@ -19,7 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
-from waorch.core import keys, lua
+from tests.integration.lua_alone import lua_dead_letter_lane
+from waorch.core import keys
 from waorch.core import settings as waorch_settings
 from waorch.fleet import lifecycle, worker_events
 from waorch.proxies.pool import ProxyPool
@@ -55,7 +56,7 @@ def existing_things(r) -> dict[str, str]:
     now = time.time()
     r.set(keys.client_event("evt_1"), json.dumps({"id": "evt_1"}))
     r.rpush(keys.webhook_lane(hook, 0), f"evt_1 {now - 100}")
-    lua.script(r, "webhook_dead_letter")(args=[hook, 0, f"{now}", 10, 3600, 1, "x", "dl_s_", 10])
+    lua_dead_letter_lane(r, hook, 0, now, window=10, attempts=1, error="x", id_prefix="dl_s_")
     from waorch.proxies.pool import proxy_id  # noqa: PLC0415
 
     return {"session_id": session["id"], "msg_id": msg_id, "webhook_id": hook, "dl_id": "dl_s_0",

@@ -15,7 +15,6 @@ import requests
 
 from tests.waiting import wait_for
 from waorch.core import keys, settings, signing
-from waorch.policy import pacing
 from waorch.policy.pacing import pace_for
 from waorch.sending import accept, claim_wakeup, outbox
 
@@ -136,7 +135,7 @@ def test_lost_wake_up_is_covered_by_the_recheck(gateway, r, redis_url, wakeup_mo
         msg_id = routed_message(r, session)
         started = time.monotonic()
         # the slot planner itself, without outbox.reserve_slots' notification: a lost wake-up
-        scheduled, _ = pacing.reserve(r, session[0], session[1], pace_for({"trust_level": "new"}))
+        scheduled, _ = outbox.reserve_in_redis(r, session[0], session[1], pace_for({"trust_level": "new"}))
         assert scheduled == 1
         res = future.result(timeout=40)
     assert res.status_code == 200 and res.json()["id"] == msg_id
@@ -151,7 +150,7 @@ def test_subscriber_reconnect_wakes_every_parked_claim(gateway, r, redis_url, wa
     with ThreadPoolExecutor(1) as pool:
         future = park(pool, gateway, redis_url, session, wait=20)
         msg_id = routed_message(r, session)
-        pacing.reserve(r, session[0], session[1], pace_for({"trust_level": "new"}))  # no wake-up
+        outbox.reserve_in_redis(r, session[0], session[1], pace_for({"trust_level": "new"}))  # no wake-up
         killed = threading.Event()
 
         def kill_subscriber():

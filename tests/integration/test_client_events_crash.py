@@ -12,11 +12,21 @@ import time
 
 import pytest
 
-from tests.integration.lua_alone import PACE, PHONE, SESSION, lua_ack, lua_fail, lua_receipt
-from waorch.core import keys, lua, settings
+from tests.integration.lua_alone import (
+    PACE,
+    PHONE,
+    SESSION,
+    lua_ack,
+    lua_delete_session,
+    lua_fail,
+    lua_ping,
+    lua_receipt,
+    lua_transition,
+)
+from waorch.core import keys, settings
 from waorch.fleet import lifecycle, worker_events
 from waorch.messages import records as messages
-from waorch.policy import pacing, suppressions
+from waorch.policy import suppressions
 from waorch.proxies.pool import ProxyPool
 from waorch.sending import accept as acceptance
 from waorch.sending import outbox
@@ -117,7 +127,7 @@ def test_failures_applied_by_lua_alone_are_swept(r, sub):
     assert outbox.route(r, opted_out, SESSION, PHONE)
     suppressions.add(r, TENANT, TO, "STOP")
     # the slot planning script fails a message by itself when its recipient opted out
-    scheduled, failed = pacing.reserve(r, SESSION, PHONE, PACE, now=time.time())
+    scheduled, failed = outbox.reserve_in_redis(r, SESSION, PHONE, PACE, now=time.time())
     assert failed == [opted_out] and scheduled == 0
     assert sorted(pending(r)) == sorted(f"msg:{m}" for m in (unrouted, opted_out))
     assert sweep(r) == 2 and pending(r) == []
@@ -131,7 +141,7 @@ def test_an_expired_message_failed_in_claim_is_swept(r, sub):
     assert outbox.route(r, msg_id, SESSION, PHONE)
     outbox.reserve_slots(r, SESSION, PHONE, PACE, now=time.time())
     r.hset(keys.message(msg_id), "expires_at", f"{time.time() - 1:.3f}")  # it ran out while scheduled
-    result = pacing.claim(r, SESSION, PACE, time.time() + 3600, 60, "tok")
+    result = outbox.claim_in_redis(r, SESSION, PACE, time.time() + 3600, 60, "tok")
     assert msg_id in result[2:]
     assert sweep(r) == 1
     [event] = queued(r, sub, msg_id)
@@ -214,10 +224,8 @@ def session(r, sub) -> dict:
 
 
 def lua_session(r, sid: str, status: str, fields: dict | None = None) -> None:
-    """session_transition.lua as waorch.sessions.registry.transition runs it, minus the hook."""
-    flat = [item for pair in (fields or {}).items() for item in pair]
-    outcome, _old, new = lua.script(r, "session_transition")(args=[
-        sid, status, f"{time.time():.3f}", "0", "", "", 200, "", "", 180, "0", *flat])
+    """sessions/transition.lua as waorch.sessions.registry.transition runs it, minus the hook."""
+    outcome, _old, new = lua_transition(r, sid, status, fields=fields)
     assert outcome == "ok" and new == status
 
 
@@ -225,7 +233,7 @@ def test_a_session_change_applied_by_lua_alone_is_swept(r, sub, session):
     sid = session["id"]
     lua_session(r, sid, "connected")
     lua_session(r, sid, "error", {"last_error": "PROXY_FAILED: refused"})
-    pings = lua.script(r, "session_ping")(args=[sid, f"{time.time():.3f}", "1", "", 200])
+    pings = lua_ping(r, sid, True)
     assert pings[1:] == ["error", "connected"]
     assert queued(r, sub, sid) == [] and pending(r) == [f"session:{sid}"]
     assert sweep(r) == 3 and pending(r) == []
@@ -271,7 +279,7 @@ def test_a_deleted_session_leaves_no_mark(r, sub, session):
     sid = session["id"]
     lua_session(r, sid, "connected")
     assert pending(r) == [f"session:{sid}"]
-    assert lua.script(r, "session_delete")(args=[sid, 4])[0] == "ok"
+    assert lua_delete_session(r, sid)[0] == "ok"
     assert pending(r) == [] and not r.exists(keys.session_status_log(sid))
 
 

@@ -15,12 +15,12 @@ import pytest
 
 from tests.celery_worker import ROOT, CeleryWorker, _die_with_parent
 from tests.commands import WAORCH
-from tests.integration.lua_alone import PACE, PHONE, SESSION, lua_ack, lua_receipt
+from tests.integration.lua_alone import PACE, PHONE, SESSION, lua_ack, lua_receipt, lua_transition
 from tests.webhook_receiver import WebhookReceiver
-from waorch.core import keys, lua, settings
+from waorch.core import keys, settings
 from waorch.fleet import lifecycle
 from waorch.messages import records as messages
-from waorch.policy import pacing, suppressions
+from waorch.policy import suppressions
 from waorch.proxies.pool import ProxyPool
 from waorch.sending import accept as acceptance
 from waorch.sending import outbox
@@ -87,7 +87,7 @@ def test_changes_applied_by_lua_alone_reach_the_client(r, env):
         now = time.time()
         # sent, delivered, read: an ACK and a read receipt whose hooks never ran
         read = accept(r, "14155550123")
-        pacing.reserve(r, SESSION, PHONE, PACE, now=now)
+        outbox.reserve_in_redis(r, SESSION, PHONE, PACE, now=now)
         claim = outbox.claim(r, SESSION, PACE, now=now)
         assert claim.message["id"] == read
         lua_ack(r, read, claim.message["lease_token"], "WA-L1", now)
@@ -95,14 +95,13 @@ def test_changes_applied_by_lua_alone_reach_the_client(r, env):
         # failed by the slot planner (recipient opted out) and by the claim (expired), scripts alone
         suppressions.add(r, TENANT, "14155550124", "STOP")
         opted_out = accept(r, "14155550124")
-        assert pacing.reserve(r, SESSION, PHONE, PACE, now=now)[1] == [opted_out]
+        assert outbox.reserve_in_redis(r, SESSION, PHONE, PACE, now=now)[1] == [opted_out]
         expired = accept(r, "14155550125", expires_at=f"{now + 3600:.3f}")
-        pacing.reserve(r, SESSION, PHONE, PACE, now=now)
+        outbox.reserve_in_redis(r, SESSION, PHONE, PACE, now=now)
         r.hset(keys.message(expired), "expires_at", f"{now - 1:.3f}")
-        assert expired in pacing.claim(r, SESSION, PACE, now + 3600, 60, "tok")[2:]
+        assert expired in outbox.claim_in_redis(r, SESSION, PACE, now + 3600, 60, "tok")[2:]
         # a session status change and an inbound message, without their hooks
-        assert lua.script(r, "session_transition")(args=[
-            sid, "connected", f"{now:.3f}", "0", "", "", 200, "clear", "", 180, "0"])[2] == "connected"
+        assert lua_transition(r, sid, "connected", qr_mode="clear")[2] == "connected"
         entry = {"session": sid, "to": session["phone"], "from": "14155550123", "text": "hello?",
                  "wa_id": "IN-L1", "at": now, "media": None}
         pipe = r.pipeline(transaction=True)

@@ -8,7 +8,8 @@ import time
 import pytest
 
 from tests.api_client import ApiClient
-from waorch.core import keys, lua, settings
+from tests.integration.lua_alone import lua_dead_letter_lane
+from waorch.core import keys, settings
 from waorch.tenants import apikeys
 from waorch.webhooks import subscriptions as client_webhooks
 
@@ -122,7 +123,7 @@ def dead_letter(r, sub_id: str, event_id: str = "evt_1", now: float | None = Non
                                                    "created_at": now, "data": {}}))
     r.rpush(keys.webhook_lane(sub_id, 0), f"{event_id} {now - 100}")
     prefix = f"dl_{event_id}_"
-    lua.script(r, "webhook_dead_letter")(args=[sub_id, 0, f"{now}", 10, 3600, 4, "HTTP 500", prefix, 10])
+    lua_dead_letter_lane(r, sub_id, 0, now, window=10, attempts=4, error="HTTP 500", id_prefix=prefix)
     return prefix + "0"
 
 

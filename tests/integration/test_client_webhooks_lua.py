@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from waorch.core import keys, lua, settings
+from tests.integration.lua_alone import lua_dead_letter_lane
+from waorch.core import keys, settings
 from waorch.webhooks import dead_letters
 from waorch.webhooks import delivery as webhook_delivery
 from waorch.webhooks import events as client_events
@@ -45,13 +46,15 @@ def test_emit_queues_per_subscription_by_type_and_wakes_only_empty_lanes(r, allo
     everything = subscribe(r)
     sessions_only = subscribe(r, ["session.status"])
     lane = client_events.lane_for("s1")
-    args_for = lambda eid, typ: [TENANT, lane, "100.0", 60, "160.0", "", 0, 0, "", "s1", eid, typ,  # noqa: E731
-                                 json.dumps({"id": eid})]
-    emit = lua.script(r, "client_event_emit")
-    woken = emit(args=args_for("evt_a", "session.status"))
+    def emit(eid: str, typ: str) -> list:
+        return client_events.EMIT_EVENTS(r, tenant=TENANT, lane=lane, now="100.0", ttl=60, due="160.0",
+                                         seq_key="", expected_seq=0, new_seq=0, mark="", order_key="s1",
+                                         events=[eid, typ, json.dumps({"id": eid})])
+
+    woken = emit("evt_a", "session.status")
     assert woken[0] == "ok"
     assert sorted(woken[1:]) == sorted([f"{everything}:{lane}", f"{sessions_only}:{lane}"])
-    woken = emit(args=args_for("evt_b", "message.inbound"))
+    woken = emit("evt_b", "message.inbound")
     assert woken == ["ok"]  # the lane was not empty: its delivery task is already on the way
     assert lane_entries(r, everything, "s1") == ["evt_a", "evt_b"]
     assert lane_entries(r, sessions_only, "s1") == ["evt_a"]
@@ -105,8 +108,10 @@ def test_concurrent_emitters_emit_each_transition_once_in_order(r, allow_loopbac
 
 def test_emit_of_a_vanished_message_is_a_conflict_not_a_new_record(r, allow_loopback):
     subscribe(r)
-    result = lua.script(r, "client_event_emit")(args=[TENANT, 0, "1.0", 60, "1.0", keys.message("gone"), 0,
-                                                      1, "msg:gone", "evt_x", "message.status", "{}"])
+    result = client_events.EMIT_EVENTS(r, tenant=TENANT, lane=0, now="1.0", ttl=60, due="1.0",
+                                       seq_key=keys.message("gone"), expected_seq=0, new_seq=1,
+                                       mark="msg:gone", order_key="gone",
+                                       events=["evt_x", "message.status", "{}"])
     assert result == ["conflict"] and not r.exists(keys.message("gone"))
 
 
@@ -115,23 +120,27 @@ def test_lane_pop_only_pops_its_own_head(r, allow_loopback):
     lane = keys.webhook_lane(sub, 3)
     r.rpush(lane, "evt_1 1.0", "evt_2 2.0")
     r.hset(keys.webhook_lane_state(sub, 3), mapping={"attempts": 2})
-    pop = lua.script(r, "webhook_lane_pop")
-    assert pop(args=[sub, 3, "evt_2 2.0", "5"]) == 0
-    assert pop(args=[sub, 3, "evt_1 1.0", "5"]) == 1
+    def pop(entry: str) -> int:
+        return webhook_delivery.POP_LANE(r, sub_id=sub, lane=3, entry=entry, now="5", order_key="")
+
+    assert pop("evt_2 2.0") == 0
+    assert pop("evt_1 1.0") == 1
     assert r.lrange(lane, 0, -1) == ["evt_2 2.0"] and not r.exists(keys.webhook_lane_state(sub, 3))
     assert r.hget(keys.client_webhook(sub), "delivered") == "1"
 
 
 def test_release_leaves_the_due_set_only_when_the_lane_is_empty(r, allow_loopback):
     sub = subscribe(r)
-    release = lua.script(r, "webhook_lane_release")
+    def release(token: str, due: str) -> str:
+        return webhook_delivery.RELEASE_LANE(r, sub_id=sub, lane=0, token=token, due=due)
+
     r.set(keys.webhook_lane_lock(sub, 0), "tok")
     r.zadd(keys.WEBHOOKS_DUE, {f"{sub}:0": 1})
-    assert release(args=[sub, 0, "other", "9"]) == "idle"
+    assert release("other", "9") == "idle"
     assert r.get(keys.webhook_lane_lock(sub, 0)) == "tok"  # not ours: kept
     assert r.zscore(keys.WEBHOOKS_DUE, f"{sub}:0") is None
     r.rpush(keys.webhook_lane(sub, 0), "evt_1 1.0")
-    assert release(args=[sub, 0, "tok", "42"]) == "more"
+    assert release("tok", "42") == "more"
     assert not r.exists(keys.webhook_lane_lock(sub, 0))
     assert r.zscore(keys.WEBHOOKS_DUE, f"{sub}:0") == 42
 
@@ -141,8 +150,8 @@ def test_dead_letter_moves_only_events_past_their_window(r, allow_loopback):
     now = time.time()
     r.set(keys.client_event("evt_old1"), json.dumps({"id": "evt_old1"}))
     r.rpush(keys.webhook_lane(sub, 1), f"evt_old1 {now - 100}", f"evt_old2 {now - 90}", f"evt_new {now - 1}")
-    moved = lua.script(r, "webhook_dead_letter")(
-        args=[sub, 1, f"{now}", 50, 3600, 7, "HTTP 500", "dl_t_", 100])
+    moved = lua_dead_letter_lane(r, sub, 1, now, window=50, attempts=7, error="HTTP 500", id_prefix="dl_t_",
+                                 most=100)
     assert moved == 2
     assert [e.split(" ")[0] for e in r.lrange(keys.webhook_lane(sub, 1), 0, -1)] == ["evt_new"]
     items, cursor = dead_letters.list_dead_letters(r, TENANT)
@@ -158,7 +167,7 @@ def test_redeliver_happens_once_under_concurrency_and_only_for_the_tenant(r, all
     now = time.time()
     r.set(keys.client_event("evt_1"), json.dumps({"id": "evt_1"}))
     r.rpush(keys.webhook_lane(sub, 2), f"evt_1 {now - 100}")
-    lua.script(r, "webhook_dead_letter")(args=[sub, 2, f"{now}", 10, 3600, 3, "refused", "dl_c_", 10])
+    lua_dead_letter_lane(r, sub, 2, now, window=10, attempts=3, error="refused", id_prefix="dl_c_")
     r.delete(keys.client_event("evt_1"))  # the event record expired meanwhile: the letter has a copy
     assert dead_letters.redeliver(r, "dl_c_0", "other") is False
     results = []
@@ -180,7 +189,7 @@ def test_redeliver_to_a_deleted_webhook_is_refused(r, allow_loopback):
     now = time.time()
     r.set(keys.client_event("evt_1"), "{}")
     r.rpush(keys.webhook_lane(sub, 2), f"evt_1 {now - 100}")
-    lua.script(r, "webhook_dead_letter")(args=[sub, 2, f"{now}", 10, 3600, 3, "refused", "dl_g_", 10])
+    lua_dead_letter_lane(r, sub, 2, now, window=10, attempts=3, error="refused", id_prefix="dl_g_")
     assert client_webhooks.delete(r, sub, TENANT)
     with pytest.raises(dead_letters.DeadLetterGone):
         dead_letters.redeliver(r, "dl_g_0", TENANT)
@@ -238,11 +247,11 @@ def test_an_event_record_lives_while_a_lane_holds_it(r, allow_loopback):
     lane1 = client_events.lane_for("s1")
     assert r.get(keys.client_event_refs("evt_1")) == "2"
     entry = r.lindex(keys.webhook_lane(first, lane1), 0)
-    assert lua.script(r, "webhook_lane_pop")(args=[first, lane1, entry, "1"]) == 1
+    assert webhook_delivery.POP_LANE(r, sub_id=first, lane=lane1, entry=entry, now="1", order_key="") == 1
     assert r.exists(keys.client_event("evt_1"))  # the second subscription still needs it
     entry = r.lindex(keys.webhook_lane(second, lane1), 0)
-    lua.script(r, "webhook_dead_letter")(args=[second, lane1, f"{time.time() + 10}", 1, 3600, 1, "x",
-                                                "dl_r_", 10])
+    lua_dead_letter_lane(r, second, lane1, time.time() + 10, window=1, attempts=1, error="x",
+                         id_prefix="dl_r_")
     assert not r.exists(keys.client_event("evt_1"), keys.client_event_refs("evt_1"))
     assert dead_letters.list_dead_letters(r, TENANT)[0][0]["event"]["id"] == "evt_1"  # its own copy
     assert r.exists(keys.client_event("evt_2"))

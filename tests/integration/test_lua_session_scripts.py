@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 import threading
 
+from tests.integration.lua_alone import lua_delete_session, lua_ping
 from waorch.core import keys, lua
 from waorch.proxies.pool import ProxyPool, proxy_sessions_key
 from waorch.sessions import registry as sessions
 
 
 def _create(r, sid: str, phone: str, tenant: str = "acme", url: str = "socks5h://127.0.0.2:1080"):
-    return lua.script(r, "session_create")(args=[sid, tenant, phone, "1000.000", "starting",
-                                                 "proxy_url", url, "salt", "abc"])
+    return sessions.CREATE(r, session_id=sid, tenant=tenant, phone=phone, now="1000.000", status="starting",
+                           fields=lua.pairs({"proxy_url": url, "salt": "abc"}))
 
 
 def test_create_registers_everywhere(r):
@@ -84,14 +85,17 @@ def test_event_list_is_capped(r):
 def test_ping_connects_and_disconnects(r):
     _create(r, "s1", "491510000001")
     r.set(keys.session_qr("s1"), "old qr")
-    ping = lua.script(r, "session_ping")
-    assert ping(args=["s1", "2000", "1", "{}", 10, "sent", "5"]) == ["ok", "starting", "connected"]
+    def ping(now: str, connected: bool, counters: dict | None = None) -> list:
+        return sessions.RECORD_PING(r, session_id="s1", now=now, connected="1" if connected else "0",
+                                    event="{}", events_cap=10, counters=lua.pairs(counters or {}))
+
+    assert ping("2000", True, {"sent": 5}) == ["ok", "starting", "connected"]
     assert not r.exists(keys.session_qr("s1"))
     assert r.hget(keys.session("s1"), "sent") == "5" and r.hget(keys.session("s1"), "last_ping") == "2000"
-    assert ping(args=["s1", "2001", "0", "{}", 10]) == ["ok", "connected", "disconnected"]
+    assert ping("2001", False) == ["ok", "connected", "disconnected"]
     sessions.transition(r, "s1", "banned")
-    assert ping(args=["s1", "2002", "1", "{}", 10]) == ["ok", "banned", "banned"]
-    assert ping(args=["nope", "2002", "1", "{}", 10])[0] == "missing"
+    assert ping("2002", True) == ["ok", "banned", "banned"]
+    assert lua_ping(r, "nope", True)[0] == "missing"
 
 
 def test_delete_frees_the_proxy_slot_and_keeps_stickiness(r):
@@ -100,7 +104,7 @@ def test_delete_frees_the_proxy_slot_and_keeps_stickiness(r):
     pool.allocate("s1", "491510000001")
     _create(r, "s1", "491510000001", url=url)
     r.set(keys.session_qr("s1"), "q")
-    assert lua.script(r, "session_delete")(args=["s1", 4]) == ["ok", "491510000001", url]
+    assert lua_delete_session(r, "s1") == ["ok", "491510000001", url]
     assert r.scard(proxy_sessions_key(url)) == 0 and r.get(keys.proxy_counter(url)) == "0"
     assert r.sismember(keys.PROXIES_AVAILABLE, url)
     assert r.get(keys.phone_proxy("491510000001")) == url
@@ -108,4 +112,4 @@ def test_delete_frees_the_proxy_slot_and_keeps_stickiness(r):
                 keys.session_by_phone("491510000001")):
         assert not r.exists(key), key
     assert not r.sismember(keys.SESSIONS_ALL, "s1") and not r.sismember(keys.SESSIONS_ACTIVE, "s1")
-    assert lua.script(r, "session_delete")(args=["s1", 4])[0] == "missing"
+    assert lua_delete_session(r, "s1")[0] == "missing"

@@ -1,4 +1,4 @@
-"""Message retention: prune_messages.lua on a real Redis (what goes, what stays, concurrency),
+"""Message retention: messages/prune.lua on a real Redis (what goes, what stays, concurrency),
 and the hourly task run by a real Celery worker."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from tests.celery_worker import CeleryWorker
 from tests.integration.lua_alone import PHONE, SESSION, lua_ack, lua_fail, lua_receipt
 from tests.waiting import wait_for
-from waorch.core import keys, lua, settings
+from waorch.core import keys, settings
 from waorch.messages import records as messages
 from waorch.sending import accept as acceptance
 from waorch.sending import outbox
@@ -141,7 +141,7 @@ def test_concurrent_prunes_and_receipts_keep_every_count_true(r):
 
 
 def lua_receipt_if_present(r, msg_id: str, at: float) -> None:
-    lua.script(r, "record_receipt")(keys=[], args=[msg_id, "delivered", f"{at:.6f}"])
+    outbox.RECORD_RECEIPT(r, msg_id=msg_id, status="delivered", at=f"{at:.6f}")  # 0 once pruned
 
 
 def test_the_hourly_task_prunes_in_a_real_worker(r, tmp_path, monkeypatch):

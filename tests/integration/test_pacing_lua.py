@@ -1,4 +1,4 @@
-"""The pacing decisions of claim_message.lua and reserve_send_slot.lua on a real Redis, on a
+"""The pacing decisions of sending/claim.lua and sending/reserve_slots.lua on a real Redis, on a
 synthetic clock (the scripts take `now` from the caller): budgets, jitter, pause, cooldown."""
 
 from __future__ import annotations

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from tests.celery_worker import CeleryWorker
+from tests.integration.lua_alone import lua_delete_session, lua_transition
 from tests.integration.policy_support import FAST_POLICY, accept, connected_session, use_policy
 from tests.waiting import wait_for
-from waorch.core import keys, lua
+from waorch.core import keys
 from waorch.fleet import lifecycle, worker_events
 from waorch.messages import records as messages
 from waorch.policy.pacing import pace_for
@@ -167,9 +168,8 @@ def test_the_sweep_alone_moves_them_after_a_crash_between_the_change_and_the_rer
         deleted.append(msg)
     b = connected_session(r, TENANT, B_PHONE, trust_level="fast")
     # what sessions.transition / delete_session do in Lua, without the Python that follows them
-    lua.script(r, "session_transition")(args=[a["id"], "banned", f"{time.time():.3f}", "1", "stopped",
-                                              "", 200, "", "", 180, "0"])
-    lua.script(r, "session_delete")(args=[c["id"], 4])
+    lua_transition(r, a["id"], "banned", force=True, desired="stopped")
+    lua_delete_session(r, c["id"])
     assert all(r.hget(keys.message(m), "session") == a["id"] for m in plain)  # nothing moved yet
 
     assert rerouting.sweep(r) == 15
@@ -185,8 +185,7 @@ def test_rerouting_twice_moves_nothing_twice(r):
     a = connected_session(r, TENANT, A_PHONE, trust_level="slow")
     ids = routed_to_a(r, a, 30)
     b = connected_session(r, TENANT, B_PHONE, trust_level="fast")
-    lua.script(r, "session_transition")(args=[a["id"], "banned", f"{time.time():.3f}", "1", "", "",
-                                              200, "", "", 180, "0"])
+    lua_transition(r, a["id"], "banned", force=True)
     first = rerouting.reroute(r, a["id"], A_PHONE, "session x banned", dispatch=False)
     second = rerouting.reroute(r, a["id"], A_PHONE, "session x banned", dispatch=False)
     assert sorted(first.rerouted) == sorted(ids) and second.rerouted == [] and second.failed == []

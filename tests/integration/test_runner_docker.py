@@ -20,8 +20,9 @@ import requests
 
 import waorch
 from tests import waiting
+from tests.integration.lua_alone import lua_delete_session
 from tests.integration.supervisor_process import STAND_IN
-from waorch.core import keys, lua, settings
+from waorch.core import keys, settings
 from waorch.fleet import lifecycle, watchdog
 from waorch.proxies.pool import ProxyPool
 from waorch.runners import RunnerUnavailable
@@ -152,7 +153,7 @@ def test_watchdog_starts_gone_workers_and_removes_orphans(r, docker_env):
     orphan = _session(r, made, phone="491510000002")
     wait_for(lambda: _starts(s["id"]) and _starts(orphan["id"]), "both workers")
     runner.client.containers.get(container_name(s["id"])).remove(force=True)  # the worker is gone
-    lua.script(r, "session_delete")(args=[orphan["id"], 4])  # registry forgot it, the container runs on
+    lua_delete_session(r, orphan["id"])  # registry forgot it, the container runs on
     report = watchdog.reconcile(r, runner)
     assert report["started"] == [s["id"]] and report["removed"] == [orphan["id"]]
     assert runner.list().get(s["id"]) == "running" and orphan["id"] not in runner.list()

@@ -11,7 +11,8 @@ import pytest
 import requests
 
 from tests.api_client import ApiClient
-from waorch.core import keys, lua, settings, signing
+from tests.integration.lua_alone import lua_dead_letter_lane
+from waorch.core import keys, settings, signing
 from waorch.fleet import worker_events
 from waorch.messages import records as messages
 from waorch.sending import dispatch as dispatching
@@ -26,8 +27,8 @@ def dead_letter(r, sub_id: str, event_id: str) -> str:
     now = time.time()
     r.set(keys.client_event(event_id), json.dumps({"id": event_id}))
     r.rpush(keys.webhook_lane(sub_id, 0), f"{event_id} {now - 100}")
-    lua.script(r, "webhook_dead_letter")(args=[sub_id, 0, f"{now}", 10, 3600, 1, "HTTP 500",
-                                               f"dl_{event_id}_", 10])
+    lua_dead_letter_lane(r, sub_id, 0, now, window=10, attempts=1, error="HTTP 500",
+                         id_prefix=f"dl_{event_id}_")
     return f"dl_{event_id}_0"
 
 

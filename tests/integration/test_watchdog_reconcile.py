@@ -6,8 +6,9 @@ import time
 
 from tasks.orchestration import check_proxies, check_proxy
 from tasks.watchdog import LOCK, watchdog
+from tests.integration.lua_alone import lua_remove_proxy
 from waorch.alerts import events as alert_events
-from waorch.core import keys, lua
+from waorch.core import keys
 from waorch.fleet import lifecycle, worker_events
 from waorch.fleet import watchdog as watchdog_logic
 from waorch.proxies.pool import ProxyPool, proxy_id, proxy_sessions_key
@@ -33,7 +34,7 @@ def test_without_a_runner_it_reports_and_still_keeps_the_registry_tidy(r):
 def test_sessions_on_a_removed_proxy_are_moved(r):
     pool = _pool(r)
     s = lifecycle.create_session(r, "acme", "491510000001")
-    lua.script(r, "proxy_remove")(args=[s["proxy_url"]])  # removed behind the orchestrator's back
+    lua_remove_proxy(r, s["proxy_url"])  # removed behind the orchestrator's back
     report = watchdog_logic.reconcile(r)
     moved = sessions.get_session(r, s["id"])
     assert report["relocated"] == [s["id"]]

@@ -185,12 +185,12 @@ def tenant_dead_letters(tenant: str) -> str:
 
 
 def session_status_log(session_id: str) -> str:
-    """Capped LIST of a session's status changes {seq, status, previous, at, detail} (session_lib.lua)."""
+    """Capped LIST of a session's status changes {seq, status, previous, at, detail} (lib/session.lua)."""
     return f"session:statuslog:{session_id}"
 
 
 # --- metrics (waorch/metrics.py, waorch/task_metrics.py; read by GET /metrics) ----------------
-METRICS_MESSAGE_STATES = "metrics:messages:state"  # HASH state -> messages now in it (message_lib.lua)
+METRICS_MESSAGE_STATES = "metrics:messages:state"  # HASH state -> messages now in it (lib/message.lua)
 METRICS_MESSAGE_ENTERED = "metrics:messages:entered"  # HASH state -> messages that ever entered it
 METRICS_SEND_LATENCY = "metrics:send_latency"  # HASH b:<le> per-bucket counts, sum, count (accepted→sent)
 METRICS_CELERY_TASKS = "metrics:celery:tasks"  # HASH "<task name>|<state>" -> count
@@ -245,7 +245,7 @@ def session_action_lock(session_id: str) -> str:
 OUTBOX_WAKE = "outbox:wake"  # pub/sub CHANNEL: a session id whose outbox may have become claimable
 
 
-# --- per-recipient send order (lua_scripts/accept_messages.lua, claim_message.lua) -------------
+# --- per-recipient send order (lua_scripts/sending/accept.lua, sending/claim.lua) -------------
 ACCEPT_SEQ = "messages:accept_seq"  # STRING counter: acceptance order of every message
 
 

@@ -57,6 +57,7 @@ def public_view(record: dict[str, str]) -> dict[str, Any]:
     }
 
 
+PRUNE = lua.Script("messages/prune", keys=("all_messages",), args=("cutoff", "offset", "batch"))
 SCAN_LIMIT = 5000  # index entries one listing request examines at most
 
 
@@ -97,10 +98,10 @@ def prune_finished(r: redis.Redis, retention: float, now: float | None = None,
     if retention <= 0:
         return 0
     cutoff = (time.time() if now is None else now) - retention
-    prune = lua.script(r, "prune_messages")
     pruned = offset = 0
     while True:
-        gone, kept, examined = prune(keys=[keys.MESSAGES_ALL], args=[f"{cutoff:.6f}", offset, batch])
+        gone, kept, examined = PRUNE(r, all_messages=keys.MESSAGES_ALL, cutoff=f"{cutoff:.6f}", offset=offset,
+                                     batch=batch)
         pruned += gone
         offset += kept  # what stays (not finished yet) is passed over, not examined again
         if examined < batch:

@@ -1,7 +1,7 @@
 """Prometheus metrics read from Redis at scrape time, so every number is fleet-wide.
 
 This module only reads. No counter lives in a process: message states are counted by
-`message_lib.lua`'s transition, send latency is a histogram kept in a Redis HASH (written at ACK by
+`lib/message.lua`'s transition, send latency is a histogram kept in a Redis HASH (written at ACK by
 `waorch.metrics.send_latency`), Celery task outcomes by `waorch.metrics.celery_tasks`, gateway
 requests by `waorch.metrics.http`. A scrape is a few pipelined reads over the index sets (no KEYS, no SCAN of
 messages), whatever the number of gateway or Celery processes.

@@ -1,6 +1,6 @@
 """Burst detection: on demand (far more queued work than the budget) and on the send log.
 
-Either puts the session into cooldown (decided in Lua: burst_demand.lua, burst_send_log.lua),
+Either puts the session into cooldown (decided in Lua: policy/judge_demand.lua, policy/judge_send_log.lua),
 raises a `burst_detected` alert and records a session event; a send burst also demotes the
 session one trust rung when the policy says so. The alert resolves when the cooldown is over.
 """
@@ -20,6 +20,11 @@ from waorch.policy import trust
 from waorch.sessions import registry as sessions
 
 log = logging.getLogger(__name__)
+
+JUDGE_DEMAND = lua.Script("policy/judge_demand", keys=("queue", "outbox", "leases", "pacing"),
+                          args=("now", "threshold", "cooldown"))
+JUDGE_SEND_LOG = lua.Script("policy/judge_send_log", keys=("sent", "pacing"),
+                            args=("now", "sent_at", "msg_id", "window", "allowed", "cooldown"))
 
 
 def _subject(session_id: str, source: str) -> str:
@@ -42,11 +47,10 @@ def check_demand(r: redis.Redis, session: dict, now: float | None = None) -> str
     pol = policy.get()
     level = pol.level(session.get("trust_level"))
     threshold = math.floor(pol.bursts.demand_factor * level.per_day)
-    outcome, pending, until = lua.script(r, "burst_demand")(
-        keys=[keys.session_queue(session["phone"]), keys.session_outbox(session["id"]),
-              keys.session_leases(session["id"]), keys.session_pacing(session["id"])],
-        args=[f"{now:.6f}", threshold, pol.bursts.cooldown_demand],
-    )
+    outcome, pending, until = JUDGE_DEMAND(
+        r, queue=keys.session_queue(session["phone"]), outbox=keys.session_outbox(session["id"]),
+        leases=keys.session_leases(session["id"]), pacing=keys.session_pacing(session["id"]),
+        now=f"{now:.6f}", threshold=threshold, cooldown=pol.bursts.cooldown_demand)
     if outcome == "burst":
         message = (f"burst detected: {pending} messages queued for session {session['id']}, whose "
                    f"{level.name} budget is {level.per_day}/day; cooling down")
@@ -67,11 +71,10 @@ def after_send(r: redis.Redis, session_id: str, msg_id: str, sent_at: float,
     level = pol.level(session.get("trust_level"))
     window = pol.bursts.send_window
     allowed = max(1, math.floor(pol.bursts.send_factor * level.per_minute * window / 60))
-    outcome, count, until = lua.script(r, "burst_send_log")(
-        keys=[keys.session_sent(session_id), keys.session_pacing(session_id)],
-        args=[f"{now:.6f}", f"{sent_at:.6f}", msg_id, window, allowed,
-              pol.bursts.cooldown_send],
-    )
+    outcome, count, until = JUDGE_SEND_LOG(
+        r, sent=keys.session_sent(session_id), pacing=keys.session_pacing(session_id), now=f"{now:.6f}",
+        sent_at=f"{sent_at:.6f}", msg_id=msg_id, window=window, allowed=allowed,
+        cooldown=pol.bursts.cooldown_send)
     if outcome == "burst":
         message = (f"burst detected: session {session_id} sent {count} messages in "
                    f"{window:g} s ({level.name} allows {allowed}); cooling down")

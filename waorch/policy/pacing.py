@@ -1,4 +1,4 @@
-"""Pacing of one session from the anti-ban policy: budgets, jitter, and the Lua calls that enforce them.
+"""Pacing of one session from the anti-ban policy: budgets and jitter (enforced by sending/claim.lua).
 
 Own keys: session:sendlog:<id> (ZSET "<msg>:<attempt>" -> claim time; the truth for the minute
 and day budgets), session:sent:<id> (ZSET msg -> sent_at reported by the worker; burst detection),
@@ -14,14 +14,12 @@ from dataclasses import dataclass
 
 import redis
 
-from waorch.core import keys, lua, settings
+from waorch.core import keys
 from waorch.policy import rules as policy
 
-MAX_EXAMINED = 100  # due messages one claim call may hold or fail before it answers
 # The OS's randomness: forked Celery processes never share a jitter sequence, and nobody
 # seeding the global `random` module can make the pace predictable.
 _RANDOM = random.SystemRandom()
-_LEVEL_RETRIES = 3  # a trust level changing under a claim is re-read this often
 
 
 @dataclass(frozen=True)
@@ -60,44 +58,6 @@ def pace_for(session: dict | None = None, pol: policy.Policy | None = None) -> P
                 level=(raw_level or "") if session else None,
                 distribution=pol.jitter_distribution,
                 recipient_daily_cap=pol.recipient_daily_cap)
-
-
-def _stamp(now: float) -> str:
-    return f"{now:.6f}"
-
-
-def reserve(r: redis.Redis, session_id: str, phone: str, pace: Pace, now: float | None = None,
-            rng: random.Random | None = None, batch: int = 50) -> tuple[int, list[str]]:
-    """Plan send slots for the session's routed messages; (scheduled, ids failed as suppressed)."""
-    now = time.time() if now is None else now
-    randoms = [f"{pace.draw(rng):.6f}" for _ in range(batch)]
-    out = lua.script(r, "reserve_send_slot")(
-        keys=[keys.session_queue(phone), keys.session_outbox(session_id),
-              keys.session_pacing(session_id), keys.session_sendlog(session_id),
-              keys.session(session_id)],
-        args=[_stamp(now), pace.interval, pace.jitter, settings.get().schedule_horizon,
-              pace.per_day or 0, *randoms],
-    )
-    return int(out[0]), list(out[1:])
-
-
-def claim(r: redis.Redis, session_id: str, pace: Pace, now: float, lease: int,
-          token: str) -> list:
-    """Run claim_message.lua; re-reads the session's pacing when its trust level changed meanwhile."""
-    for _ in range(_LEVEL_RETRIES):
-        result = lua.script(r, "claim_message")(
-            keys=[keys.session_outbox(session_id), keys.session_leases(session_id),
-                  keys.session_pacing(session_id), keys.session_sendlog(session_id),
-                  keys.session(session_id)],
-            args=[_stamp(now), lease, token, pace.interval, pace.jitter, f"{pace.draw():.6f}",
-                  pace.per_minute, pace.per_day or 0, "" if pace.level is None else pace.level,
-                  pace.recipient_daily_cap or 0, MAX_EXAMINED, f"{pace.draw():.6f}",
-                  "0" if settings.get().recipient_order == "off" else "1"],
-        )
-        if result[0] != "level":
-            return result
-        pace = pace_for({"trust_level": result[1]})
-    return ["wait", _stamp(now + 0.1)]
 
 
 def usage(r: redis.Redis, session_id: str, now: float | None = None) -> dict[str, float | int | None]:

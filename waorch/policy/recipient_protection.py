@@ -1,7 +1,7 @@
 """Recipient protection: opt-out replies, quiet hours in the recipient's time zone, daily caps.
 
 The decisions that must hold under concurrency (suppression, quiet hours, the per-recipient cap)
-are taken in Lua at slot reservation and again at claim (pacing_lib.lua, claim_message.lua).
+are taken in Lua at slot reservation and again at claim (lib/pacing.lua, sending/claim.lua).
 This module prepares what they need: each message carries `quiet`, its recipient's quiet hours as
 "start,end" in UTC seconds of the day. Recipient send logs: recipient:sends:<tenant>:<phone>.
 """
@@ -76,7 +76,7 @@ def quiet_window(phone: str, quiet: policy.QuietHours | None, now: float | None 
 
 
 def quiet_until(window: str, at: float) -> float | None:
-    """When the quiet hours of `window` end, if `at` is inside them (mirror of pacing_lib.lua)."""
+    """When the quiet hours of `window` end, if `at` is inside them (mirror of lib/pacing.lua)."""
     if not window:
         return None
     start, end = (int(x) for x in window.split(","))

@@ -1,7 +1,7 @@
 """The suppression list: recipients a tenant must not message again (opt-outs, operator entries).
 
 Key: suppressions:<tenant> HASH phone (E.164 digits) -> JSON {reason, source, at}. The pacing
-scripts read the same hash (pacing_lib.lua `suppressed`), so a suppression stops messages that
+scripts read the same hash (lib/pacing.lua `suppressed`), so a suppression stops messages that
 were already scheduled, at their claim.
 """
 

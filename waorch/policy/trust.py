@@ -23,6 +23,10 @@ from waorch.sessions import registry as sessions
 
 log = logging.getLogger(__name__)
 
+SET_TRUST_LEVEL = lua.Script("policy/set_trust_level",
+                             args=("session_id", "level", "expect", "now", "event", "events_cap", "change",
+                                   "history_cap", "incident"))
+
 HISTORY_CAP = 100
 STATS_DAYS = 31  # hourly send/failure buckets kept this long
 NEIGHBOUR_BAN_DAYS = 7  # a neighbour's ban older than this is not news
@@ -54,10 +58,11 @@ def set_level(r: redis.Redis, session_id: str, level: str, reason: str, by: str 
         change = {"session": session_id, "from": old, "to": level, "reason": reason[:300],
                   "by": by, "at": now}
         event = {"event": "TRUST", "at": now, "data": {k: change[k] for k in ("from", "to", "reason", "by")}}
-        outcome, _current = lua.script(r, "trust_set_level")(args=[
-            session_id, level, old, f"{now:.3f}", json.dumps(event, sort_keys=True),
-            sessions.EVENTS_CAP, json.dumps(change, sort_keys=True), HISTORY_CAP,
-            "1" if incident else "0"])
+        outcome, _current = SET_TRUST_LEVEL(
+            r, session_id=session_id, level=level, expect=old, now=f"{now:.3f}",
+            event=json.dumps(event, sort_keys=True), events_cap=sessions.EVENTS_CAP,
+            change=json.dumps(change, sort_keys=True), history_cap=HISTORY_CAP,
+            incident="1" if incident else "0")
         if outcome == "ok":
             log.info("session %s trust %s -> %s (%s, by %s)", session_id, old, level, reason, by)
             if incident:

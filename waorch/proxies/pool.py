@@ -22,6 +22,12 @@ _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
 
 
+ADD = lua.Script("proxies/add", args=("url", "proxy_id", "now", "ceiling", "redacted"))
+REMOVE = lua.Script("proxies/remove", args=("url",))
+ALLOCATE = lua.Script("proxies/allocate", args=("session_id", "phone", "ceiling", "leave"))
+RELEASE = lua.Script("proxies/release", args=("session_id", "url", "ceiling"))
+REPORT = lua.Script("proxies/report", args=("url", "ok", "threshold", "ceiling", "now", "error", "source"))
+
 class InvalidProxyUrl(ValueError):
     """A proxy URL that waorch cannot use; the message says why (and never repeats secrets)."""
 
@@ -116,8 +122,8 @@ class ProxyPool:
     def add(self, url: str) -> tuple[dict, bool]:
         """Validate and add a proxy; returns (its public view, whether it is new)."""
         url = normalize_url(url)
-        added = lua.script(self.r, "proxy_add")(args=[
-            url, proxy_id(url), f"{time.time():.3f}", self.ceiling, redact(url)])
+        added = ADD(self.r, url=url, proxy_id=proxy_id(url), now=f"{time.time():.3f}", ceiling=self.ceiling,
+                    redacted=redact(url))
         return self.view(url), bool(added)
 
     def resolve(self, id_or_url: str) -> str:
@@ -136,7 +142,7 @@ class ProxyPool:
 
     def remove(self, url: str) -> list[str]:
         """Take a proxy out of the inventory; returns the sessions still on it (to be moved)."""
-        found = lua.script(self.r, "proxy_remove")(args=[url])
+        found = REMOVE(self.r, url=url)
         if found is None:
             raise ProxyNotFound(f"no proxy {redact(url)}")
         return sorted(found)
@@ -166,18 +172,18 @@ class ProxyPool:
 
     def allocate(self, session_id: str, phone: str, leave: str = "") -> tuple[str, str]:
         """(outcome, url): outcome 'ok', 'none' (no capacity) or 'full' (sticky proxy full)."""
-        outcome, url = lua.script(self.r, "proxy_allocate")(args=[session_id, phone, self.ceiling, leave])
+        outcome, url = ALLOCATE(self.r, session_id=session_id, phone=phone, ceiling=self.ceiling, leave=leave)
         return outcome, url
 
     def release(self, session_id: str, url: str) -> int:
         """Free the session's slot on `url`; the phone's sticky mapping stays."""
-        return int(lua.script(self.r, "proxy_release")(args=[session_id, url, self.ceiling]))
+        return int(RELEASE(self.r, session_id=session_id, url=url, ceiling=self.ceiling))
 
     def report(self, url: str, ok: bool, error: str = "", source: str = "check") -> tuple[str, str, int]:
         """Record health evidence; returns (status, change, consecutive failures)."""
-        status, change, fails = lua.script(self.r, "proxy_report")(args=[
-            url, "1" if ok else "0", settings.get().proxy_fail_threshold, self.ceiling,
-            f"{time.time():.3f}", error[:300], source])
+        status, change, fails = REPORT(self.r, url=url, ok="1" if ok else "0",
+                                       threshold=settings.get().proxy_fail_threshold, ceiling=self.ceiling,
+                                       now=f"{time.time():.3f}", error=error[:300], source=source)
         return status, change, int(fails)
 
     def sessions_on(self, url: str) -> list[str]:

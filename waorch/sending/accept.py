@@ -16,6 +16,9 @@ from waorch.core import jobs, keys, lua, settings
 
 log = logging.getLogger(__name__)
 
+ACCEPT = lua.Script("sending/accept", keys=("idempotency", "all_messages", "unrouted", "tenant_messages"),
+                    args=("records", "now", "body_hash", "ttl", "response"))
+
 
 class IdempotencyConflict(Exception):
     """The Idempotency-Key was used before with a different body."""
@@ -45,10 +48,9 @@ def store(r: redis.Redis, tenant: str, records: list[dict[str, Any]], response: 
     now = time.time() if now is None else now
     idem = keys.idempotency(tenant, idempotency_key) if idempotency_key else ""
     fields = [{**{k: v for k, v in rec.items() if v is not None}, "tenant": tenant} for rec in records]
-    result = lua.script(r, "accept_messages")(
-        keys=[idem, keys.MESSAGES_ALL, keys.MESSAGES_UNROUTED, keys.tenant_messages(tenant)],
-        args=[json.dumps(fields), f"{now:.6f}", payload_hash, ttl, json.dumps(response)],
-    )
+    result = ACCEPT(r, idempotency=idem, all_messages=keys.MESSAGES_ALL, unrouted=keys.MESSAGES_UNROUTED,
+                    tenant_messages=keys.tenant_messages(tenant), records=json.dumps(fields),
+                    now=f"{now:.6f}", body_hash=payload_hash, ttl=ttl, response=json.dumps(response))
     if result[0] == "replay":
         return Accepted(json.loads(result[1]), True, [])
     if result[0] == "conflict":

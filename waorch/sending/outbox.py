@@ -12,11 +12,32 @@ import redis
 
 from waorch.core import keys, lua, settings
 from waorch.metrics import send_latency
-from waorch.policy import bursts, pacing, trust
-from waorch.policy.pacing import Pace
+from waorch.policy import bursts, trust
+from waorch.policy.pacing import Pace, pace_for
 from waorch.sending import claim_wakeup
 from waorch.webhooks import events as client_events
 
+ROUTE = lua.Script("sending/route", keys=("queue", "unrouted"),
+                   args=("msg_id", "session_id", "sender", "now", "detail"))
+ACK = lua.Script("sending/ack", keys=("leases", "outbox", "pacing"),
+                 args=("msg_id", "lease_token", "wa_id", "sent_at", "now", "session_id", "day"))
+NACK = lua.Script("sending/nack", keys=("leases", "outbox"),
+                  args=("msg_id", "lease_token", "reason", "retryable", "detail", "now", "max_attempts",
+                        "retry_base"))
+REQUEUE_EXPIRED = lua.Script("sending/requeue_expired", keys=("leases", "outbox"), args=("now",))
+FAIL = lua.Script("sending/fail", keys=("unrouted", "outbox", "leases"),
+                  args=("msg_id", "reason", "detail", "now"))
+RECORD_RECEIPT = lua.Script("sending/record_receipt", args=("msg_id", "status", "at"))
+
+RESERVE_SLOTS = lua.Script("sending/reserve_slots", keys=("queue", "outbox", "pacing", "sendlog", "session"),
+                           args=("now", "interval", "jitter", "horizon", "per_day"), rest="randoms")
+CLAIM = lua.Script("sending/claim", keys=("outbox", "leases", "pacing", "sendlog", "session"),
+                   args=("now", "lease_seconds", "lease_token", "interval", "jitter", "random", "per_minute",
+                         "per_day", "trust_level", "recipient_daily_cap", "max_examined", "release_random",
+                         "recipient_order"))
+
+MAX_EXAMINED = 100  # due messages one claim call may hold or fail before it answers
+LEVEL_RETRIES = 3  # a trust level changing under a claim is re-read this often
 RESERVE_BATCH = 50  # slots one reserve call may hand out
 POLL_INTERVAL = 0.5  # parked claims re-check this often in `poll` mode or while wake-ups are down
 
@@ -32,18 +53,14 @@ def route(r: redis.Redis, msg_id: str, session_id: str, phone: str, detail: str 
           now: float | None = None) -> bool:
     """Put a queued message on the session's FIFO (state routed); False if not queued."""
     now = time.time() if now is None else now
-    done = lua.script(r, "route_message")(
-        keys=[keys.session_queue(phone), keys.MESSAGES_UNROUTED],
-        args=[msg_id, session_id, phone, f"{now:.6f}", detail],
-    )
-    return bool(done)
+    return bool(ROUTE(r, queue=keys.session_queue(phone), unrouted=keys.MESSAGES_UNROUTED, msg_id=msg_id,
+                      session_id=session_id, sender=phone, now=f"{now:.6f}", detail=detail))
 
 
 def reserve_slots(r: redis.Redis, session_id: str, phone: str, pace: Pace,
                   now: float | None = None, rng: random.Random | None = None) -> int:
     """Move messages from the session FIFO to its outbox with paced send times; returns count."""
-    scheduled, suppressed = pacing.reserve(r, session_id, phone, pace, now=now, rng=rng,
-                                           batch=RESERVE_BATCH)
+    scheduled, suppressed = reserve_in_redis(r, session_id, phone, pace, now=now, rng=rng)
     for msg_id in suppressed:
         client_events.message_changed(r, msg_id)
     if scheduled:
@@ -57,8 +74,8 @@ def claim(r: redis.Redis, session_id: str, pace: Pace, now: float | None = None,
     now = time.time() if now is None else now
     lease = lease_seconds or settings.get().lease_seconds
     token = secrets.token_hex(12)
-    # every pacing and recipient-protection rule is decided in claim_message.lua (waorch.policy.pacing)
-    result = pacing.claim(r, session_id, pace, now, lease, token)
+    # every pacing and recipient-protection rule is decided in sending/claim.lua (waorch.policy.pacing)
+    result = claim_in_redis(r, session_id, pace, now, lease, token)
     for msg_id in result[2:]:  # failed on the way (expired, or its recipient opted out)
         client_events.message_changed(r, msg_id)
     if result[0] == "wait":
@@ -71,6 +88,38 @@ def claim(r: redis.Redis, session_id: str, pace: Pace, now: float | None = None,
         "media": record.get("media") or None, "lease_token": token,
         "lease_expires_at": now + lease, "attempt": int(record.get("attempts", 1)),
     })
+
+
+def reserve_in_redis(r: redis.Redis, session_id: str, phone: str, pace: Pace, now: float | None = None,
+                     rng: random.Random | None = None,
+                     batch: int = RESERVE_BATCH) -> tuple[int, list[str]]:
+    """sending/reserve_slots.lua alone (no hooks): (scheduled, ids failed as suppressed)."""
+    now = time.time() if now is None else now
+    out = RESERVE_SLOTS(r, queue=keys.session_queue(phone), outbox=keys.session_outbox(session_id),
+                        pacing=keys.session_pacing(session_id), sendlog=keys.session_sendlog(session_id),
+                        session=keys.session(session_id), now=f"{now:.6f}", interval=pace.interval,
+                        jitter=pace.jitter, horizon=settings.get().schedule_horizon,
+                        per_day=pace.per_day or 0, randoms=[f"{pace.draw(rng):.6f}" for _ in range(batch)])
+    return int(out[0]), list(out[1:])
+
+
+def claim_in_redis(r: redis.Redis, session_id: str, pace: Pace, now: float, lease: int,
+                   token: str) -> list:
+    """sending/claim.lua alone (no hooks); re-reads the pacing when the trust level changed meanwhile."""
+    for _ in range(LEVEL_RETRIES):
+        result = CLAIM(r, outbox=keys.session_outbox(session_id), leases=keys.session_leases(session_id),
+                       pacing=keys.session_pacing(session_id), sendlog=keys.session_sendlog(session_id),
+                       session=keys.session(session_id), now=f"{now:.6f}", lease_seconds=lease,
+                       lease_token=token, interval=pace.interval, jitter=pace.jitter,
+                       random=f"{pace.draw():.6f}", per_minute=pace.per_minute, per_day=pace.per_day or 0,
+                       trust_level="" if pace.level is None else pace.level,
+                       recipient_daily_cap=pace.recipient_daily_cap or 0, max_examined=MAX_EXAMINED,
+                       release_random=f"{pace.draw():.6f}",
+                       recipient_order="0" if settings.get().recipient_order == "off" else "1")
+        if result[0] != "level":
+            return result
+        pace = pace_for({"trust_level": result[1]})
+    return ["wait", f"{now + 0.1:.6f}"]
 
 
 def claim_waiting(r: redis.Redis, session_id: str, pace: Pace, wait: float) -> Claim:
@@ -108,12 +157,10 @@ def ack(r: redis.Redis, session_id: str, msg_id: str, lease_token: str, wa_id: s
         sent_at: float | None = None, now: float | None = None) -> str:
     now = time.time() if now is None else now
     sent_at = now if sent_at is None else sent_at
-    outcome = lua.script(r, "ack_message")(
-        keys=[keys.session_leases(session_id), keys.session_outbox(session_id),
-              keys.session_pacing(session_id)],
-        args=[msg_id, lease_token, wa_id, f"{sent_at:.6f}", f"{now:.6f}", session_id,
-              time.strftime("%Y%m%d", time.gmtime(sent_at))],
-    )
+    outcome = ACK(r, leases=keys.session_leases(session_id), outbox=keys.session_outbox(session_id),
+                  pacing=keys.session_pacing(session_id), msg_id=msg_id, lease_token=lease_token,
+                  wa_id=wa_id, sent_at=f"{sent_at:.6f}", now=f"{now:.6f}", session_id=session_id,
+                  day=time.strftime("%Y%m%d", time.gmtime(sent_at)))
     if outcome == "ok":
         client_events.message_changed(r, msg_id)
         bursts.after_send(r, session_id, msg_id, sent_at, now)  # trust stats + send-log bursts
@@ -125,11 +172,10 @@ def nack(r: redis.Redis, session_id: str, msg_id: str, lease_token: str, reason:
          retryable: bool, detail: str = "", now: float | None = None) -> str:
     conf = settings.get()
     now = time.time() if now is None else now
-    outcome = lua.script(r, "nack_message")(
-        keys=[keys.session_leases(session_id), keys.session_outbox(session_id)],
-        args=[msg_id, lease_token, reason, "1" if retryable else "0", detail[:500], f"{now:.6f}",
-              conf.max_attempts, conf.retry_base],
-    )
+    outcome = NACK(r, leases=keys.session_leases(session_id), outbox=keys.session_outbox(session_id),
+                   msg_id=msg_id, lease_token=lease_token, reason=reason, retryable="1" if retryable else "0",
+                   detail=detail[:500], now=f"{now:.6f}", max_attempts=conf.max_attempts,
+                   retry_base=conf.retry_base)
     if outcome == "failed":
         client_events.message_changed(r, msg_id)
     elif outcome == "retry":
@@ -141,10 +187,8 @@ def nack(r: redis.Redis, session_id: str, msg_id: str, lease_token: str, reason:
 
 def requeue_expired(r: redis.Redis, session_id: str, now: float | None = None) -> int:
     now = time.time() if now is None else now
-    requeued = int(lua.script(r, "requeue_expired_leases")(
-        keys=[keys.session_leases(session_id), keys.session_outbox(session_id)],
-        args=[f"{now:.6f}"],
-    ))
+    requeued = int(REQUEUE_EXPIRED(r, leases=keys.session_leases(session_id),
+                                   outbox=keys.session_outbox(session_id), now=f"{now:.6f}"))
     if requeued:
         claim_wakeup.notify(r, session_id)
     return requeued
@@ -153,12 +197,10 @@ def requeue_expired(r: redis.Redis, session_id: str, now: float | None = None) -
 def fail(r: redis.Redis, msg_id: str, reason: str, detail: str = "",
          session_id: str | None = None, now: float | None = None) -> bool:
     now = time.time() if now is None else now
-    failed = bool(lua.script(r, "fail_message")(
-        keys=[keys.MESSAGES_UNROUTED,
-              keys.session_outbox(session_id) if session_id else "",
-              keys.session_leases(session_id) if session_id else ""],
-        args=[msg_id, reason, detail, f"{now:.6f}"],
-    ))
+    failed = bool(FAIL(r, unrouted=keys.MESSAGES_UNROUTED,
+                       outbox=keys.session_outbox(session_id) if session_id else "",
+                       leases=keys.session_leases(session_id) if session_id else "",
+                       msg_id=msg_id, reason=reason, detail=detail, now=f"{now:.6f}"))
     if failed:
         client_events.message_changed(r, msg_id)
     return failed
@@ -173,7 +215,7 @@ def record_receipt(r: redis.Redis, session_id: str, wa_id: str, status: str,
     if not msg_id:
         return None
     at = time.time() if at is None else at
-    advanced = lua.script(r, "record_receipt")(keys=[], args=[msg_id, status, f"{at:.6f}"])
+    advanced = RECORD_RECEIPT(r, msg_id=msg_id, status=status, at=f"{at:.6f}")
     if advanced:
         client_events.message_changed(r, msg_id)
     return msg_id if advanced else None

@@ -25,6 +25,9 @@ from waorch.webhooks import events as client_events
 
 log = logging.getLogger(__name__)
 
+REROUTE = lua.Script("sending/reroute", keys=("queue", "outbox", "leases", "unrouted", "gone"),
+                     args=("session_id", "now", "why", "explicit", "forget_before"))
+
 # A deleted session stays in sessions:gone this long after its messages are all gone: a dispatch
 # that chose it just before the deletion may still route one there.
 GONE_GRACE = 600.0
@@ -47,12 +50,10 @@ def reroute(r: redis.Redis, session_id: str, phone: str, why: str, keep_explicit
     instead of failing `session_lost`.
     """
     now = time.time() if now is None else now
-    result = lua.script(r, "reroute_session_messages")(
-        keys=[keys.session_queue(phone), keys.session_outbox(session_id),
-              keys.session_leases(session_id), keys.MESSAGES_UNROUTED, keys.SESSIONS_GONE],
-        args=[session_id, f"{now:.6f}", why, "keep" if keep_explicit else "lost",
-              f"{now - GONE_GRACE:.6f}"],
-    )
+    result = REROUTE(r, queue=keys.session_queue(phone), outbox=keys.session_outbox(session_id),
+                     leases=keys.session_leases(session_id), unrouted=keys.MESSAGES_UNROUTED,
+                     gone=keys.SESSIONS_GONE, session_id=session_id, now=f"{now:.6f}", why=why,
+                     explicit="keep" if keep_explicit else "lost", forget_before=f"{now - GONE_GRACE:.6f}")
     count = int(result[1])
     done = Rerouted(rerouted=list(result[2:2 + count]), failed=list(result[2 + count:]),
                     left=int(result[0]))

@@ -11,6 +11,8 @@ import redis
 from waorch.core import lua, settings
 
 PROFILES_USAGE = "profiles:usage"  # ZSET profile id -> phones holding it
+ASSIGN = lua.Script("sessions/assign_profile", keys=("phone_profile", "usage"), args=("ceiling",),
+                    rest="profile_ids")
 
 
 def phone_profile_key(phone: str) -> str:
@@ -36,8 +38,8 @@ def assign(r: redis.Redis, phone: str, ceiling: int | None = None) -> dict:
     """The phone's sticky profile (assigned now if it has none); NoProfileCapacity when full."""
     ceiling = ceiling if ceiling is not None else settings.get().profile_ceiling
     ids = [p["id"] for p in inventory()]
-    outcome, profile_id = lua.script(r, "profile_assign")(
-        keys=[phone_profile_key(phone), PROFILES_USAGE], args=[ceiling, *ids])
+    outcome, profile_id = ASSIGN(r, phone_profile=phone_profile_key(phone), usage=PROFILES_USAGE,
+                                 ceiling=ceiling, profile_ids=ids)
     if outcome != "ok":
         raise NoProfileCapacity("no device profile capacity: every profile is at its ceiling")
     return dict(by_id(profile_id) or {})

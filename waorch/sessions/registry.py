@@ -22,6 +22,15 @@ from waorch.webhooks import events as client_events
 
 log = logging.getLogger(__name__)
 
+TRANSITION = lua.Script("sessions/transition",
+                        args=("session_id", "status", "now", "force", "desired", "event", "events_cap",
+                              "qr_mode", "qr", "qr_ttl", "count_restart"), rest="fields")
+RECORD_PING = lua.Script("sessions/record_ping",
+                         args=("session_id", "now", "connected", "event", "events_cap"),
+                         rest="counters")
+CREATE = lua.Script("sessions/create", args=("session_id", "tenant", "phone", "now", "status"), rest="fields")
+DELETE = lua.Script("sessions/delete", args=("session_id", "proxy_ceiling"))
+
 SessionStatus = Literal["starting", "pairing", "connected", "disconnected", "error", "banned",
                         "logged_out", "stopped"]
 STATUSES: tuple[SessionStatus, ...] = get_args(SessionStatus)
@@ -181,14 +190,11 @@ def transition(r: redis.Redis, session_id: str, status: str = "", *, force: bool
     """Apply one state change atomically; (old status, new status), None for an unknown session."""
     if status and status not in STATUSES:
         raise ValueError(f"unknown session status {status!r}")
-    flat: list[str] = []
-    for name, value in (fields or {}).items():
-        flat += [name, "" if value is None else str(value)]
-    qr_mode = "set" if qr is not None else ("clear" if clear_qr else "")
-    outcome, old, new = lua.script(r, "session_transition")(args=[
-        session_id, status, f"{time.time():.3f}", "1" if force else "0", desired,
-        json.dumps(event, sort_keys=True) if event else "", EVENTS_CAP, qr_mode, qr or "", QR_TTL,
-        "1" if count_restart else "0", *flat])
+    outcome, old, new = TRANSITION(
+        r, session_id=session_id, status=status, now=f"{time.time():.3f}", force="1" if force else "0",
+        desired=desired, event=json.dumps(event, sort_keys=True) if event else "", events_cap=EVENTS_CAP,
+        qr_mode="set" if qr is not None else ("clear" if clear_qr else ""), qr=qr or "", qr_ttl=QR_TTL,
+        count_restart="1" if count_restart else "0", fields=lua.pairs(fields or {}))
     if outcome == "missing":
         return None
     client_events.session_changed(r, session_id, old, new)
@@ -198,10 +204,10 @@ def transition(r: redis.Redis, session_id: str, status: str = "", *, force: bool
 def record_ping(r: redis.Redis, session_id: str, connected: bool, counters: dict[str, int],
                 record: dict) -> tuple[str, str] | None:
     """A worker's PING: last sign of life, connected or not, its counters; (old, new status)."""
-    flat = [str(part) for name, value in counters.items() for part in (name, value)]
-    outcome, old, new = lua.script(r, "session_ping")(args=[
-        session_id, f"{time.time():.3f}", "1" if connected else "0",
-        json.dumps(record, sort_keys=True), EVENTS_CAP, *flat])
+    outcome, old, new = RECORD_PING(r, session_id=session_id, now=f"{time.time():.3f}",
+                                    connected="1" if connected else "0",
+                                    event=json.dumps(record, sort_keys=True), events_cap=EVENTS_CAP,
+                                    counters=lua.pairs(counters))
     if outcome == "missing":
         return None
     client_events.session_changed(r, session_id, old, new)
@@ -211,10 +217,11 @@ def record_ping(r: redis.Redis, session_id: str, connected: bool, counters: dict
 def register(r: redis.Redis, session_id: str, tenant: str, phone: str, *, proxy_url: str,
              trust_level: str, label: str, profile: dict[str, Any]) -> str:
     """Record a new session (status starting, desired active); its id, or the phone's existing one."""
-    created, found = lua.script(r, "session_create")(args=[
-        session_id, tenant, phone, f"{time.time():.3f}", "starting",
-        "proxy_url", proxy_url, "trust_level", trust_level, "salt", secrets.token_hex(16),
-        "label", label[:200], "profile", json.dumps(profile, sort_keys=True)])
+    created, found = CREATE(r, session_id=session_id, tenant=tenant, phone=phone, now=f"{time.time():.3f}",
+                            status="starting", fields=lua.pairs({
+                                "proxy_url": proxy_url, "trust_level": trust_level,
+                                "salt": secrets.token_hex(16), "label": label[:200],
+                                "profile": json.dumps(profile, sort_keys=True)}))
     if created != "ok":
         raise SessionExists(found)
     return session_id
@@ -222,7 +229,7 @@ def register(r: redis.Redis, session_id: str, tenant: str, phone: str, *, proxy_
 
 def unregister(r: redis.Redis, session_id: str) -> str | None:
     """Forget the session and free its proxy slot (sticky mapping kept); its phone, None if unknown."""
-    outcome, phone, _url = lua.script(r, "session_delete")(args=[session_id, settings.get().proxy_ceiling])
+    outcome, phone, _url = DELETE(r, session_id=session_id, proxy_ceiling=settings.get().proxy_ceiling)
     return phone if outcome == "ok" else None
 
 

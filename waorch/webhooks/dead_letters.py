@@ -12,6 +12,7 @@ import redis
 from waorch.core import keys, lua, settings, zset_pages
 from waorch.webhooks import events as client_events
 
+REDELIVER = lua.Script("webhooks/redeliver", args=("dead_letter_id", "tenant", "now", "ttl", "due"))
 
 class DeadLetterGone(RuntimeError):
     """Its subscription was deleted (or the event itself expired): nowhere to redeliver it."""
@@ -60,8 +61,8 @@ def redeliver(r: redis.Redis, dl_id: str, tenant: str | None) -> bool:
                               "enable it first: POST /api/webhooks/<id>/enable")
     now = time.time()
     ttl = int(settings.get().webhook_retry_window + client_events.EVENT_TTL_MARGIN)
-    result = lua.script(r, "webhook_redeliver")(args=[
-        dl_id, tenant or "", f"{now:.3f}", ttl, f"{now + client_events.DIRECT_GRACE:.3f}"])
+    result = REDELIVER(r, dead_letter_id=dl_id, tenant=tenant or "", now=f"{now:.3f}", ttl=ttl,
+                       due=f"{now + client_events.DIRECT_GRACE:.3f}")
     if result[0] == "unknown":
         return False
     if result[0] == "gone":

@@ -29,6 +29,17 @@ from waorch.webhooks.subscriptions import Target, WebhookUrlError
 
 log = logging.getLogger(__name__)
 
+DEAD_LETTER = lua.Script("webhooks/dead_letter",
+                         args=("sub_id", "lane", "now", "window", "keep", "attempts", "error", "id_prefix",
+                               "most", "order_key", "scan"))
+BLOCK_LANE = lua.Script("webhooks/block_lane",
+                        args=("sub_id", "lane", "order_key", "block", "streak", "paused_until", "pauses"))
+POP_LANE = lua.Script("webhooks/pop_lane", args=("sub_id", "lane", "entry", "now", "order_key"))
+RELEASE_LANE = lua.Script("webhooks/release_lane", args=("sub_id", "lane", "token", "due"))
+DISABLE_EVENTS = lua.Script("webhooks/disable_events",
+                            args=("sub_id", "now", "reason", "keep", "id_prefix", "lanes", "lane", "attempts",
+                                  "entry"))
+
 USER_AGENT = "waorch-webhooks/1"
 MAX_EVENTS_PER_RUN = 200
 SCAN = 1000  # lane entries one pass looks through for the next event that may go
@@ -195,22 +206,25 @@ def _failed(r: redis.Redis, sub_id: str, lane: int, state: LaneState, key: str, 
     dead = 0
     new_block = ""
     if window_end <= now:
-        dead = int(lua.script(r, "webhook_dead_letter")(args=[
-            sub_id, lane, f"{now:.3f}", conf.webhook_retry_window, conf.webhook_dead_keep, attempts,
-            detail, f"dl_{secrets.token_hex(8)}_", DEAD_LETTER_BATCH, key, SCAN]))
+        dead = int(DEAD_LETTER(r, sub_id=sub_id, lane=lane, now=f"{now:.3f}",
+                               window=conf.webhook_retry_window, keep=conf.webhook_dead_keep,
+                               attempts=attempts, error=detail,
+                               id_prefix=f"dl_{secrets.token_hex(8)}_", most=DEAD_LETTER_BATCH,
+                               order_key=key, scan=SCAN))
         log.warning("webhook %s: %d event(s) dead-lettered after %s", sub_id, dead, detail)
     else:
         delay = min(backoff(attempts, conf.webhook_retry_base, conf.webhook_retry_max), window_end - now)
         new_block = json.dumps({"attempts": attempts, "next_at": now + delay,
                                 "since": block["since"] if block else now, "error": detail})
     streak = state.streak + 1
-    pause: list = ["", 0]
+    paused_until, pauses = "", 0
     # a new entity failing right after another failure, or failures of several entities in a row:
     # the endpoint is down or failing for everyone, not refusing one payload
     if (block is None and state.streak >= 1) or streak >= DOWN_STREAK:
         pauses = state.pauses + 1
-        pause = [f"{now + backoff(pauses, conf.webhook_retry_base, conf.webhook_retry_max):.6f}", pauses]
-    lua.script(r, "webhook_lane_block")(args=[sub_id, lane, key, new_block, streak, *pause])
+        paused_until = f"{now + backoff(pauses, conf.webhook_retry_base, conf.webhook_retry_max):.6f}"
+    BLOCK_LANE(r, sub_id=sub_id, lane=lane, order_key=key, block=new_block, streak=streak,
+               paused_until=paused_until, pauses=pauses)
     return dead
 
 
@@ -234,7 +248,7 @@ def _number(text: str) -> float:
 
 
 def _pop(r: redis.Redis, sub_id: str, lane: int, entry: str, key: str, now: float) -> None:
-    lua.script(r, "webhook_lane_pop")(args=[sub_id, lane, entry, f"{now:.3f}", key])
+    POP_LANE(r, sub_id=sub_id, lane=lane, entry=entry, now=f"{now:.3f}", order_key=key)
 
 
 def _wait(r: redis.Redis, sub_id: str, lane: int, token: str, run: LaneRun) -> LaneRun:
@@ -245,7 +259,7 @@ def _wait(r: redis.Redis, sub_id: str, lane: int, token: str, run: LaneRun) -> L
 
 
 def _release(r: redis.Redis, sub_id: str, lane: int, token: str, run: LaneRun, due: float) -> LaneRun:
-    left = lua.script(r, "webhook_lane_release")(args=[sub_id, lane, token, f"{due:.3f}"])
+    left = RELEASE_LANE(r, sub_id=sub_id, lane=lane, token=token, due=f"{due:.3f}")
     if run.outcome == "idle" and left == "more":
         # an event arrived while this run was letting go: the caller runs the lane again
         return LaneRun("more", run.delivered, run.dead)
@@ -256,17 +270,17 @@ def _disable(r: redis.Redis, sub_id: str, lane: int, token: str, reason: str, at
              delivered: int = 0, entry: str = "") -> LaneRun:
     """Disable the webhook; what its lanes hold becomes dead letters (redeliverable once enabled)."""
     now = time.time()
-    dead = int(lua.script(r, "client_event_disable")(args=[
-        sub_id, f"{now:.3f}", reason, settings.get().webhook_dead_keep, f"dl_{secrets.token_hex(8)}_",
-        client_webhooks.LANES, lane, attempts, entry]))
+    dead = int(DISABLE_EVENTS(r, sub_id=sub_id, now=f"{now:.3f}", reason=reason,
+                              keep=settings.get().webhook_dead_keep, id_prefix=f"dl_{secrets.token_hex(8)}_",
+                              lanes=client_webhooks.LANES, lane=lane, attempts=attempts, entry=entry))
     _release(r, sub_id, lane, token, LaneRun("idle"), now)
     return LaneRun("disabled", delivered, dead)
 
 
 def _forget_lane(r: redis.Redis, sub_id: str, lane: int, token: str) -> None:
     """The subscription was deleted: what is left on its lanes has nowhere to go."""
-    lua.script(r, "webhook_unsubscribe")(args=[sub_id, "", client_webhooks.LANES])
-    lua.script(r, "webhook_lane_release")(args=[sub_id, lane, token, "0"])
+    client_webhooks.UNSUBSCRIBE(r, sub_id=sub_id, tenant="", lanes=client_webhooks.LANES)
+    RELEASE_LANE(r, sub_id=sub_id, lane=lane, token=token, due="0")
 
 
 @contextmanager

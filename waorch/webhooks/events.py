@@ -7,7 +7,7 @@ and one failing entity does not hold back the others), then asks Celery to deliv
 never raises from a hook: a client integration must not break or slow sending.
 
 Crash safety: the Lua that applies a change clients hear about also marks it in
-`client:events:pending` (message_lib, session_lib; inbound messages with their storage). The hook
+`client:events:pending` (lib/message.lua, lib/session.lua; inbound messages with their storage). The hook
 that runs right after emits and clears the mark; `sweep_pending` emits what a process that died
 in between left marked. Both derive the same events with the same ids from the stored state, and
 the emit script's guard lets only one of them queue each change.
@@ -31,6 +31,11 @@ from waorch.messages import inbound
 from waorch.webhooks import subscriptions as client_webhooks
 
 log = logging.getLogger(__name__)
+
+EMIT_EVENTS = lua.Script("webhooks/emit_events",
+                         args=("tenant", "lane", "now", "ttl", "due", "seq_key", "expected_seq", "new_seq",
+                               "mark", "order_key"), rest="events")
+CLEAR_PENDING = lua.Script("webhooks/clear_pending", args=("member",))
 
 MESSAGE_STATUS, MESSAGE_INBOUND, SESSION_STATUS = client_webhooks.EVENT_TYPES
 CLIENT_STATUSES = frozenset({"sent", "delivered", "read", "failed"})
@@ -68,19 +73,18 @@ def emit(r: redis.Redis, tenant: str, order_key: str, events: list[dict],
     """Store and queue `events` in order; 'ok' or 'conflict' (someone else emitted). Raises on Redis errors.
 
     `sequence` (hash key, expected client_seq, new client_seq) and `mark` (the pending mark to
-    settle) guard against emitting a change twice; see client_event_emit.lua.
+    settle) guard against emitting a change twice; see webhooks/emit_events.lua.
     """
     if not order_key or any(c.isspace() for c in order_key):
         raise ValueError("an order key is a non-empty id without spaces")
     now = time.time()
     conf = settings.get()
-    args: list[Any] = [tenant, lane_for(order_key), f"{now:.3f}",
-                       int(conf.webhook_retry_window + EVENT_TTL_MARGIN), f"{now + DIRECT_GRACE:.3f}"]
-    args += list(sequence) if sequence else ["", 0, 0]
-    args += [mark, order_key]
-    for event in events:
-        args += [event["id"], event["type"], encode(event)]
-    result = lua.script(r, "client_event_emit")(args=args)
+    seq_key, expected, new_seq = sequence or ("", 0, 0)
+    result = EMIT_EVENTS(r, tenant=tenant, lane=lane_for(order_key), now=f"{now:.3f}",
+                         ttl=int(conf.webhook_retry_window + EVENT_TTL_MARGIN),
+                         due=f"{now + DIRECT_GRACE:.3f}", seq_key=seq_key, expected_seq=expected,
+                         new_seq=new_seq, mark=mark, order_key=order_key,
+                         events=[part for e in events for part in (e["id"], e["type"], encode(e))])
     if result[0] != "ok":
         return "conflict"
     publish(result[1:])
@@ -245,7 +249,6 @@ def sweep_pending(r: redis.Redis, grace: float | None = None, now: float | None 
     marks = r.zrangebyscore(keys.CLIENT_EVENTS_PENDING, "-inf", now - grace, start=0, num=limit,
                             withscores=True)
     emitted = 0
-    clear = lua.script(r, "client_event_clear")
     for member, marked_at in marks:
         kind, _, ident = member.partition(":")
         try:
@@ -255,7 +258,7 @@ def sweep_pending(r: redis.Redis, grace: float | None = None, now: float | None 
                 emitted += emit_session(r, ident)
             elif kind == "inbound":
                 emitted += emit_inbound(r, ident)
-            clear(args=[member])  # nothing left (or it is gone): the mark goes
+            CLEAR_PENDING(r, member=member)  # nothing left (or it is gone): the mark goes
         except Exception:  # noqa: BLE001 - one bad entry must not stop the others
             log.exception("could not emit pending client events of %s", member)
             if marked_at < now - STALE_MARK:

@@ -27,6 +27,10 @@ from waorch.core import keys, lua, settings
 
 log = logging.getLogger(__name__)
 
+SUBSCRIBE = lua.Script("webhooks/subscribe", args=("sub_id", "tenant", "most"), rest="fields")
+UPDATE = lua.Script("webhooks/update", args=("sub_id",), rest="fields")
+UNSUBSCRIBE = lua.Script("webhooks/unsubscribe", args=("sub_id", "tenant", "lanes"))
+
 EVENT_TYPES = ("message.status", "message.inbound", "session.status")
 MAX_PER_TENANT = 10
 MAX_URL = 2048
@@ -219,8 +223,7 @@ def create(r: redis.Redis, tenant: str, url: str, events: list[str] | None = Non
     sub_id = "wh_" + secrets.token_hex(8)
     record = {"id": sub_id, "tenant": tenant, "url": target.url, "events": ",".join(chosen),
               "secret": seal(secret), "created_at": f"{time.time():.3f}"}
-    flat = [item for pair in record.items() for item in pair]
-    outcome = lua.script(r, "webhook_subscribe")(args=[sub_id, tenant, MAX_PER_TENANT, *flat])
+    outcome = SUBSCRIBE(r, sub_id=sub_id, tenant=tenant, most=MAX_PER_TENANT, fields=lua.pairs(record))
     if outcome != "ok":
         raise TooManyWebhooks(f"a tenant may have at most {MAX_PER_TENANT} webhooks")
     log.info("tenant %s subscribed %s to %s", tenant, sub_id, target.host)
@@ -247,8 +250,7 @@ def update(r: redis.Redis, sub_id: str, tenant: str | None, url: str | None = No
     if secret is not None:
         changes["secret"] = seal(check_secret(secret))
     if changes:
-        flat = [item for pair in changes.items() for item in pair]
-        if lua.script(r, "webhook_update")(args=[sub_id, *flat]) != "ok":
+        if UPDATE(r, sub_id=sub_id, fields=lua.pairs(changes)) != "ok":
             return None
         log.info("webhook %s updated: %s", sub_id, ", ".join(sorted(changes)))
     updated = get(r, sub_id, tenant)
@@ -280,7 +282,7 @@ def delete(r: redis.Redis, sub_id: str, tenant: str | None = None) -> bool:
     record = get(r, sub_id, tenant)
     if record is None:
         return False
-    return bool(lua.script(r, "webhook_unsubscribe")(args=[sub_id, record["tenant"], LANES]))
+    return bool(UNSUBSCRIBE(r, sub_id=sub_id, tenant=record["tenant"], lanes=LANES))
 
 
 def enable(r: redis.Redis, sub_id: str, tenant: str | None = None) -> dict | None:
