@@ -25,7 +25,7 @@ from functools import partial
 from pathlib import Path
 
 from bench.benchmarks_md import write_section
-from tests.waiting import wait_for
+from tests.support.waiting import wait_for
 from waorch.fleet import lifecycle, worker_events
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,8 +54,8 @@ def recovery(n_sessions: int, kills: int) -> dict:
     import requests
 
     from app import create_app
-    from tests.api_client import ThreadedGateway
-    from tests.integration.supervisor_process import running_supervisor
+    from tests.support.api_client import ThreadedGateway
+    from tests.support.supervisor_process import running_supervisor
     from waorch.core import keys
     from waorch.core.redis_client import get_redis
     from waorch.proxies.pool import ProxyPool

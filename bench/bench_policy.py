@@ -25,7 +25,7 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.e2e.conftest import Stack, start_stack, stop_stack  # noqa: E402
-from tests.waiting import wait_for  # noqa: E402
+from tests.support.waiting import wait_for  # noqa: E402
 from waorch.launcher.demo import DEMO_PHONES  # noqa: E402
 from waorch.launcher.redis_server import start_local_redis  # noqa: E402
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import psutil
 
 from bench.benchmarks_md import write_section
-from tests.local_http import LocalHttpServer, Reply
+from tests.support.local_http import LocalHttpServer, Reply
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Worker memory"

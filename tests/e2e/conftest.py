@@ -14,8 +14,8 @@ import psutil
 import pytest
 import requests
 
-from tests.api_client import ApiClient
-from tests.waiting import wait_for
+from tests.support.api_client import ApiClient
+from tests.support.waiting import wait_for
 from waorch.launcher.redis_server import free_port
 from waorch.simulator.socks5 import Socks5Server
 

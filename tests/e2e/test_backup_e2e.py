@@ -23,8 +23,8 @@ import pytest
 import requests
 
 from tests import waiting
-from tests.api_client import ApiClient, ThreadedGateway
-from tests.commands import WAORCH
+from tests.support.api_client import ApiClient, ThreadedGateway
+from tests.support.commands import WAORCH
 from waorch.core import keys, settings
 from waorch.proxies.pool import ProxyPool
 from waorch.runners.process import HEARTBEAT, ProcessRunner

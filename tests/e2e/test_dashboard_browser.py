@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.api_client import ThreadedGateway
 from tests.e2e.conftest import start_stack, stop_stack
-from tests.waiting import wait_for
+from tests.support.api_client import ThreadedGateway
+from tests.support.waiting import wait_for
 from waorch.proxies.pool import normalize_url, redact
 from waorch.tenants import apikeys
 

@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from tests.e2e.conftest import pair_session, start_stack, stop_stack
-from tests.waiting import wait_for
+from tests.support.waiting import wait_for
 
 PER_MINUTE = 30  # 2 s mean interval
 JITTER = 0.3

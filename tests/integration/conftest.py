@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.api_client import ApiClient, ThreadedGateway
-from tests.fake_telegram import BOT_TOKEN, FakeTelegram
-from tests.webhook_receiver import WebhookReceiver
+from tests.support.api_client import ApiClient, ThreadedGateway
+from tests.support.fake_telegram import BOT_TOKEN, FakeTelegram
+from tests.support.webhook_receiver import WebhookReceiver
 from waorch.tenants import apikeys
 
 

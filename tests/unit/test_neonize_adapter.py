@@ -1,7 +1,7 @@
 """NeonizeTransport without a network: refusals, profile, event handling, sends, pairing code.
 
 Everything here runs against the real neonize library offline (a NewClient that never connects);
-connecting is covered by tests/integration/test_neonize_proxy.py through a local SOCKS5 server.
+connecting is covered by tests/integration/worker/test_neonize_proxy.py through a local SOCKS5 server.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ from email.message import Message
 
 import pytest
 
-from tests.local_http import LocalHttpServer, Reply
+from tests.support.local_http import LocalHttpServer, Reply
 from worker_container.transports.base import SendError
 from worker_container.transports.neonize_send import (
     INVALID_MEDIA,

@@ -3,7 +3,7 @@
 whatsmeow (Go, golang.org/x/net/proxy) accepts http, https and socks5 and refuses `socks5h`.
 Its socks5 dialer always sends the destination as a host name (address type DOMAINNAME), so
 `socks5h://` (our contract: DNS at the proxy) becomes `socks5://` for whatsmeow without any local
-resolution; tests/integration/test_neonize_proxy.py proves it. http(s) proxies receive
+resolution; tests/integration/worker/test_neonize_proxy.py proves it. http(s) proxies receive
 `CONNECT host:port`, also a host name. Every other scheme is refused: socks4 resolves locally,
 and an unknown scheme could make whatsmeow fail open.
 """

@@ -1,0 +1,1 @@
+"""What tests share: servers, clients, waiting, stand-ins for the outside (never for waorch)."""
