@@ -22,7 +22,7 @@ import psutil
 import pytest
 import requests
 
-from tests import waiting
+from tests.support import waiting
 from tests.support.api_client import ApiClient, ThreadedGateway
 from tests.support.commands import WAORCH
 from waorch.core import keys, settings

@@ -17,7 +17,7 @@ from functools import partial
 import pytest
 import requests
 
-from tests import waiting
+from tests.support import waiting
 from tests.support.api_client import ThreadedGateway
 from tests.support.supervisor_process import running_pid, running_supervisor
 from waorch.core import keys, settings

@@ -17,10 +17,10 @@ from functools import partial
 
 import pytest
 
-from tests import waiting
 from tests.integration.launcher.test_compose import ENV_EXAMPLE, config
 from tests.integration.runners.test_runner_docker import TEST_IMAGE, _mounts
 from tests.integration.runners.test_runner_docker import engine_url as engine_url  # noqa: F401  (fixture)
+from tests.support import waiting
 from tests.support.api_client import ApiClient, ThreadedGateway
 from tests.support.celery_worker import CeleryWorker
 from tests.support.supervisor_process import alive, running_pid, running_supervisor, use_stand_in_workers

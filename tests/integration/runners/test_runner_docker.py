@@ -19,7 +19,7 @@ import pytest
 import requests
 
 import waorch
-from tests import waiting
+from tests.support import waiting
 from tests.support.lua_alone import lua_delete_session
 from tests.support.supervisor_process import STAND_IN
 from waorch.core import keys, settings

@@ -10,7 +10,7 @@ from functools import partial
 
 import pytest
 
-from tests import waiting
+from tests.support import waiting
 from tests.support.commands import WAORCH
 from tests.support.supervisor_process import alive, running_pid, running_supervisor, use_stand_in_workers
 from waorch.core import keys
