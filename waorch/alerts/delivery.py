@@ -20,6 +20,7 @@ import secrets
 import time
 from contextlib import suppress
 from dataclasses import dataclass
+from typing import Literal
 
 import redis
 
@@ -36,7 +37,7 @@ RETRY_MAX = 300.0  # longest pause of a failing sink
 
 @dataclass(frozen=True)
 class Run:
-    outcome: str  # idle | more | retry | waiting | limited | busy
+    outcome: Literal["idle", "more", "retry", "waiting", "limited", "busy"]
     messages: int = 0  # messages the sink accepted in this run
     events: int = 0  # events those messages carried
     dropped: int = 0  # events given up on

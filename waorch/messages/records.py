@@ -5,16 +5,26 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from typing import Any
+from typing import Any, Literal, TypedDict, get_args
 
 import redis
 
 from waorch.core import keys, lua, zset_pages
 
-STATES = ("queued", "routed", "scheduled", "claimed", "sent", "delivered", "read", "failed")
-TERMINAL = frozenset({"sent", "delivered", "read", "failed"})
-FAIL_REASONS = ("no_session", "suppressed", "invalid_recipient", "expired", "send_error",
-                "session_lost")
+MessageStatus = Literal["queued", "routed", "scheduled", "claimed", "sent", "delivered", "read", "failed"]
+FailReason = Literal["no_session", "suppressed", "invalid_recipient", "expired", "send_error", "session_lost"]
+STATES: tuple[MessageStatus, ...] = get_args(MessageStatus)
+TERMINAL: frozenset[MessageStatus] = frozenset({"sent", "delivered", "read", "failed"})
+FAIL_REASONS: tuple[FailReason, ...] = get_args(FailReason)
+
+
+# What the API shows of a message (GET /api/messages/{id} adds its `history`); "from" is a keyword
+MessageView = TypedDict("MessageView", {
+    "id": str, "status": MessageStatus, "reason": str | None, "to": str, "from": str | None,
+    "session": str | None, "text": str, "media": dict[str, Any] | None, "client_ref": str | None,
+    "wa_id": str | None, "attempts": int, "created_at": float | None, "updated_at": float | None,
+    "scheduled_for": float | None, "expires_at": float | None, "tenant": str,
+})
 
 
 def history(r: redis.Redis, msg_id: str) -> list[dict[str, Any]]:
@@ -35,7 +45,7 @@ def _number(value: str | None) -> float | None:
     return float(value) if value not in (None, "") else None
 
 
-def public_view(record: dict[str, str]) -> dict[str, Any]:
+def public_view(record: dict[str, str]) -> MessageView:
     media = record.get("media")
     return {
         "id": record["id"],
@@ -54,7 +64,7 @@ def public_view(record: dict[str, str]) -> dict[str, Any]:
         "scheduled_for": _number(record.get("scheduled_for")),
         "expires_at": _number(record.get("expires_at")),
         "tenant": record.get("tenant"),
-    }
+    }  # type: ignore[typeddict-item]  # the record's fields are strings checked by the Lua that wrote them
 
 
 PRUNE = lua.Script("messages/prune", keys=("all_messages",), args=("cutoff", "offset", "batch"))

@@ -7,7 +7,6 @@ same numbers; `get()` notices when the file changes and keeps the last good poli
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -21,20 +20,25 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 from waorch.core import settings
+from waorch.policy.document import (
+    DEFAULT_FILE,
+    PolicyError,
+    clock,
+    default_document,
+    flag,
+    hhmm,
+    mapping,
+    merge,
+    number,
+    parse_text,
+)
 
 log = logging.getLogger(__name__)
 
-DEFAULT_FILE = "policy_default.yaml"
 RELOAD_CHECK = 5.0  # seconds between checks of the policy file's modification time
-_MERGED_SECTIONS = ("quiet_hours", "bursts", "trust_review")
 _TOP_KEYS = ("default_trust_level", "trust_levels", "jitter", "quiet_hours", "opt_out_keywords",
              "recipient_daily_cap", "bursts", "trust_review")
 _DISTRIBUTIONS = ("uniform", "triangular")
-
-
-class PolicyError(ValueError):
-    """The policy file is unreadable or invalid; the message names the file and the key."""
-
 
 
 class UnknownTrustLevel(ValueError):
@@ -127,7 +131,7 @@ class Policy:
                              for n, lv in self.trust_levels.items()},
             "jitter": {"amount": self.jitter, "distribution": self.jitter_distribution},
             "quiet_hours": None if quiet is None else {
-                "start": _hhmm(quiet.start), "end": _hhmm(quiet.end),
+                "start": hhmm(quiet.start), "end": hhmm(quiet.end),
                 "fallback_timezone": quiet.fallback_timezone},
             "opt_out_keywords": list(self.opt_out_keywords),
             "recipient_daily_cap": self.recipient_daily_cap,
@@ -149,50 +153,7 @@ class Policy:
         }
 
 
-def _hhmm(minutes: int) -> str:
-    return f"{minutes // 60:02d}:{minutes % 60:02d}"
-
-
 # --- validation ----------------------------------------------------------------------------------
-
-def _mapping(value: Any, where: str, known: tuple[str, ...]) -> dict:
-    if not isinstance(value, dict):
-        raise PolicyError(f"{where}: must be a mapping")
-    unknown = sorted(str(k) for k in value if k not in known)
-    if unknown:
-        raise PolicyError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(known)})")
-    return value
-
-
-def _number(value: Any, where: str, low: float | None = None, high: float | None = None,
-            low_open: bool = False, integer: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise PolicyError(f"{where}: must be a number, not {value!r}")
-    if integer and int(value) != value:
-        raise PolicyError(f"{where}: must be a whole number, not {value!r}")
-    if low is not None and (value <= low if low_open else value < low):
-        raise PolicyError(f"{where}: must be {'above' if low_open else 'at least'} {low:g}, not {value!r}")
-    if high is not None and value > high:
-        raise PolicyError(f"{where}: must be at most {high:g}, not {value!r}")
-    return int(value) if integer else float(value)
-
-
-def _flag(value: Any, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise PolicyError(f"{where}: must be true or false, not {value!r}")
-    return value
-
-
-def _clock(value: Any, where: str) -> int:
-    text = str(value) if isinstance(value, str) else ""
-    parts = text.split(":")
-    if len(parts) != 2 or not all(p.isdigit() and len(p) == 2 for p in parts):
-        raise PolicyError(f"{where}: must be a time like \"21:00\", not {value!r}")
-    hours, minutes = int(parts[0]), int(parts[1])
-    if hours > 23 or minutes > 59:
-        raise PolicyError(f"{where}: {value!r} is not a time of day")
-    return hours * 60 + minutes
-
 
 def _levels(raw: Any) -> dict[str, TrustLevel]:
     if not isinstance(raw, dict) or not raw:
@@ -203,34 +164,34 @@ def _levels(raw: Any) -> dict[str, TrustLevel]:
         if not isinstance(name, str) or not name or len(name) > 32 or not name[0].isalpha() \
                 or not all(c.isalnum() or c in "_-" for c in name) or name != name.lower():
             raise PolicyError(f"{where}: level names are short lowercase words")
-        spec = _mapping(spec, where, ("per_minute", "per_day"))
+        spec = mapping(spec, where, ("per_minute", "per_day"))
         for key in ("per_minute", "per_day"):
             if key not in spec:
                 raise PolicyError(f"{where}.{key}: required")
         levels[name] = TrustLevel(
-            name, _number(spec["per_minute"], f"{where}.per_minute", 0, 600, low_open=True),
-            int(_number(spec["per_day"], f"{where}.per_day", 1, 1_000_000, integer=True)))
+            name, number(spec["per_minute"], f"{where}.per_minute", 0, 600, low_open=True),
+            int(number(spec["per_day"], f"{where}.per_day", 1, 1_000_000, integer=True)))
     return levels
 
 
 def _jitter(raw: Any) -> tuple[float, str]:
     if isinstance(raw, dict):
-        spec = _mapping(raw, "jitter", ("amount", "distribution"))
-        amount = _number(spec.get("amount", 0.3), "jitter.amount", 0, 0.9)
+        spec = mapping(raw, "jitter", ("amount", "distribution"))
+        amount = number(spec.get("amount", 0.3), "jitter.amount", 0, 0.9)
         distribution = spec.get("distribution", "uniform")
         if distribution not in _DISTRIBUTIONS:
             raise PolicyError(f"jitter.distribution: one of {', '.join(_DISTRIBUTIONS)}, "
                               f"not {distribution!r}")
         return amount, distribution
-    return _number(raw, "jitter", 0, 0.9), "uniform"
+    return number(raw, "jitter", 0, 0.9), "uniform"
 
 
 def _quiet(raw: Any) -> QuietHours | None:
     if raw is None:
         return None
-    spec = _mapping(raw, "quiet_hours", ("start", "end", "fallback_timezone"))
-    start = _clock(spec.get("start"), "quiet_hours.start")
-    end = _clock(spec.get("end"), "quiet_hours.end")
+    spec = mapping(raw, "quiet_hours", ("start", "end", "fallback_timezone"))
+    start = clock(spec.get("start"), "quiet_hours.start")
+    end = clock(spec.get("end"), "quiet_hours.end")
     if start == end:
         raise PolicyError("quiet_hours: start and end are the same time (use null to switch off)")
     zone = spec.get("fallback_timezone", "UTC")
@@ -261,20 +222,20 @@ def normalize_keyword(text: str) -> str:
 
 
 def _bursts(raw: Any) -> Bursts:
-    spec = _mapping(raw, "bursts", ("demand_factor", "send_window_seconds", "send_factor",
+    spec = mapping(raw, "bursts", ("demand_factor", "send_window_seconds", "send_factor",
                                     "cooldown_seconds"))
-    cool = _mapping(spec.get("cooldown_seconds", {}), "bursts.cooldown_seconds", ("send", "demand"))
+    cool = mapping(spec.get("cooldown_seconds", {}), "bursts.cooldown_seconds", ("send", "demand"))
     return Bursts(
-        demand_factor=_number(spec.get("demand_factor", 2.0), "bursts.demand_factor", 0, low_open=True),
-        send_window=_number(spec.get("send_window_seconds", 60), "bursts.send_window_seconds", 1, 3600),
-        send_factor=_number(spec.get("send_factor", 1.5), "bursts.send_factor", 0, low_open=True),
-        cooldown_send=_number(cool.get("send", 1800), "bursts.cooldown_seconds.send", 0, 7 * 86400),
-        cooldown_demand=_number(cool.get("demand", 600), "bursts.cooldown_seconds.demand", 0, 7 * 86400),
+        demand_factor=number(spec.get("demand_factor", 2.0), "bursts.demand_factor", 0, low_open=True),
+        send_window=number(spec.get("send_window_seconds", 60), "bursts.send_window_seconds", 1, 3600),
+        send_factor=number(spec.get("send_factor", 1.5), "bursts.send_factor", 0, low_open=True),
+        cooldown_send=number(cool.get("send", 1800), "bursts.cooldown_seconds.send", 0, 7 * 86400),
+        cooldown_demand=number(cool.get("demand", 600), "bursts.cooldown_seconds.demand", 0, 7 * 86400),
     )
 
 
 def _review(raw: Any, levels: dict[str, TrustLevel]) -> TrustReview:
-    spec = _mapping(raw, "trust_review", ("ladder", "promote", "demote"))
+    spec = mapping(raw, "trust_review", ("ladder", "promote", "demote"))
     ladder = spec.get("ladder")
     if ladder is None:
         ladder = sorted(levels, key=lambda n: (levels[n].per_day, levels[n].per_minute))
@@ -286,33 +247,33 @@ def _review(raw: Any, levels: dict[str, TrustLevel]) -> TrustReview:
     if len(set(ladder)) != len(ladder) or set(ladder) != set(levels):
         raise PolicyError("trust_review.ladder: must name every trust level exactly once")
     promote = {}
-    for name, rule in _mapping(spec.get("promote", {}), "trust_review.promote", tuple(levels)).items():
+    for name, rule in mapping(spec.get("promote", {}), "trust_review.promote", tuple(levels)).items():
         where = f"trust_review.promote.{name}"
-        rule = _mapping(rule, where, ("min_age_days", "min_sent", "max_failure_rate", "clean_days"))
+        rule = mapping(rule, where, ("min_age_days", "min_sent", "max_failure_rate", "clean_days"))
         promote[name] = Promotion(
-            min_age_days=_number(rule.get("min_age_days", 0), f"{where}.min_age_days", 0),
-            min_sent=int(_number(rule.get("min_sent", 0), f"{where}.min_sent", 0, integer=True)),
-            max_failure_rate=_number(rule.get("max_failure_rate", 1.0), f"{where}.max_failure_rate", 0, 1),
-            clean_days=_number(rule.get("clean_days", 0), f"{where}.clean_days", 0),
+            min_age_days=number(rule.get("min_age_days", 0), f"{where}.min_age_days", 0),
+            min_sent=int(number(rule.get("min_sent", 0), f"{where}.min_sent", 0, integer=True)),
+            max_failure_rate=number(rule.get("max_failure_rate", 1.0), f"{where}.max_failure_rate", 0, 1),
+            clean_days=number(rule.get("clean_days", 0), f"{where}.clean_days", 0),
         )
-    demote = _mapping(spec.get("demote", {}), "trust_review.demote",
+    demote = mapping(spec.get("demote", {}), "trust_review.demote",
                       ("failure_rate", "min_attempts", "window_hours", "on_neighbour_ban", "on_burst"))
     where = "trust_review.demote"
     return TrustReview(
         ladder=tuple(ladder), promote=promote,
-        demote_failure_rate=_number(demote.get("failure_rate", 0.2), f"{where}.failure_rate", 0, 1),
-        demote_min_attempts=int(_number(demote.get("min_attempts", 10), f"{where}.min_attempts", 1,
+        demote_failure_rate=number(demote.get("failure_rate", 0.2), f"{where}.failure_rate", 0, 1),
+        demote_min_attempts=int(number(demote.get("min_attempts", 10), f"{where}.min_attempts", 1,
                                         integer=True)),
-        demote_window_hours=_number(demote.get("window_hours", 24), f"{where}.window_hours", 0, 24 * 30,
+        demote_window_hours=number(demote.get("window_hours", 24), f"{where}.window_hours", 0, 24 * 30,
                                     low_open=True),
-        demote_on_neighbour_ban=_flag(demote.get("on_neighbour_ban", True), f"{where}.on_neighbour_ban"),
-        demote_on_burst=_flag(demote.get("on_burst", True), f"{where}.on_burst"),
+        demote_on_neighbour_ban=flag(demote.get("on_neighbour_ban", True), f"{where}.on_neighbour_ban"),
+        demote_on_burst=flag(demote.get("on_burst", True), f"{where}.on_burst"),
     )
 
 
 def build(document: dict[str, Any], source: str = "built-in") -> Policy:
     """A Policy from a complete document (defaults already merged); PolicyError when invalid."""
-    doc = _mapping(document, "policy", _TOP_KEYS)
+    doc = mapping(document, "policy", _TOP_KEYS)
     levels = _levels(doc.get("trust_levels"))
     default = doc.get("default_trust_level")
     if default not in levels:
@@ -324,7 +285,7 @@ def build(document: dict[str, Any], source: str = "built-in") -> Policy:
         default_trust_level=default, trust_levels=levels, jitter=amount,
         jitter_distribution=distribution, quiet_hours=_quiet(doc.get("quiet_hours")),
         opt_out_keywords=_keywords(doc.get("opt_out_keywords", ["STOP"])),
-        recipient_daily_cap=None if cap is None else int(_number(
+        recipient_daily_cap=None if cap is None else int(number(
             cap, "recipient_daily_cap", 1, 10_000, integer=True)),
         bursts=_bursts(doc.get("bursts", {})), trust_review=_review(doc.get("trust_review", {}), levels),
         source=source,
@@ -332,44 +293,6 @@ def build(document: dict[str, Any], source: str = "built-in") -> Policy:
 
 
 # --- loading -------------------------------------------------------------------------------------
-
-def default_document() -> dict[str, Any]:
-    """The built-in policy as a document, with the spine's WAORCH_PER_MINUTE/WAORCH_JITTER applied."""
-    document = yaml.safe_load(resources.files("waorch").joinpath(DEFAULT_FILE).read_text())
-    conf = settings.get()
-    # Kept from the spine: without a policy file these two settings tune the default level.
-    level = document["trust_levels"][document["default_trust_level"]]
-    level["per_minute"] = conf.per_minute
-    document["jitter"] = conf.jitter
-    return document
-
-
-def merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
-    """`overlay` over `base`: top-level keys replace, the sections in _MERGED_SECTIONS merge."""
-    merged = dict(base)
-    for key, value in overlay.items():
-        if key in _MERGED_SECTIONS and isinstance(value, dict) and isinstance(base.get(key), dict):
-            merged[key] = {**base[key], **value}
-        else:
-            merged[key] = value
-    return merged
-
-
-def parse_text(text: str, name: str = "policy") -> dict[str, Any]:
-    """A policy document from JSON or YAML text."""
-    try:
-        document = json.loads(text)
-    except ValueError:
-        try:
-            document = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise PolicyError(f"{name}: neither JSON nor YAML: {exc}") from None
-    if document is None:
-        document = {}
-    if not isinstance(document, dict):
-        raise PolicyError(f"{name}: must hold a mapping of policy keys")
-    return document
-
 
 def load_file(path: str | os.PathLike[str]) -> Policy:
     """The policy of `path` laid over the built-in defaults; PolicyError naming the problem."""
@@ -379,7 +302,7 @@ def load_file(path: str | os.PathLike[str]) -> Policy:
     except (OSError, UnicodeDecodeError) as exc:
         raise PolicyError(f"{path}: cannot read the policy file: {exc}") from None
     document = parse_text(text, str(path))
-    _mapping(document, str(path), _TOP_KEYS)
+    mapping(document, str(path), _TOP_KEYS)
     base = yaml.safe_load(resources.files("waorch").joinpath(DEFAULT_FILE).read_text())
     levels = document.get("trust_levels")
     review = document.get("trust_review")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Literal
 
 import redis
 
@@ -75,8 +76,11 @@ def choose_sender(r: redis.Redis, record: dict, now: float | None = None) -> tup
     return best, "session not connected yet (no connected one)"
 
 
-def dispatch_message(r: redis.Redis, msg_id: str, now: float | None = None) -> str:
-    """Route one queued message; returns what happened (routed/failed/skip/unknown)."""
+DispatchOutcome = Literal["routed", "failed", "skip", "unknown"]
+
+
+def dispatch_message(r: redis.Redis, msg_id: str, now: float | None = None) -> DispatchOutcome:
+    """Route one queued message; returns what happened (skip: not queued any more)."""
     now = time.time() if now is None else now
     record = r.hgetall(keys.message(msg_id))
     if not record:

@@ -6,7 +6,7 @@ import random
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import redis
 
@@ -36,6 +36,8 @@ CLAIM = lua.Script("sending/claim", keys=("outbox", "leases", "pacing", "sendlog
                          "per_day", "trust_level", "recipient_daily_cap", "max_examined", "release_random",
                          "recipient_order"))
 
+AckOutcome = Literal["ok", "duplicate", "unknown"]  # duplicate: it was acknowledged before
+NackOutcome = Literal["retry", "failed", "stale"]  # stale: not claimed, or another lease
 MAX_EXAMINED = 100  # due messages one claim call may hold or fail before it answers
 LEVEL_RETRIES = 3  # a trust level changing under a claim is re-read this often
 RESERVE_BATCH = 50  # slots one reserve call may hand out
@@ -44,7 +46,7 @@ POLL_INTERVAL = 0.5  # parked claims re-check this often in `poll` mode or while
 
 @dataclass(frozen=True)
 class Claim:
-    outcome: str  # "claimed" | "wait" | "empty"
+    outcome: Literal["claimed", "wait", "empty"]
     message: dict[str, Any] | None = None
     ready_at: float | None = None
 
@@ -154,7 +156,7 @@ def _claim_until(r: redis.Redis, session_id: str, pace: Pace, deadline: float,
 
 
 def ack(r: redis.Redis, session_id: str, msg_id: str, lease_token: str, wa_id: str,
-        sent_at: float | None = None, now: float | None = None) -> str:
+        sent_at: float | None = None, now: float | None = None) -> AckOutcome:
     now = time.time() if now is None else now
     sent_at = now if sent_at is None else sent_at
     outcome = ACK(r, leases=keys.session_leases(session_id), outbox=keys.session_outbox(session_id),
@@ -169,7 +171,7 @@ def ack(r: redis.Redis, session_id: str, msg_id: str, lease_token: str, wa_id: s
 
 
 def nack(r: redis.Redis, session_id: str, msg_id: str, lease_token: str, reason: str,
-         retryable: bool, detail: str = "", now: float | None = None) -> str:
+         retryable: bool, detail: str = "", now: float | None = None) -> NackOutcome:
     conf = settings.get()
     now = time.time() if now is None else now
     outcome = NACK(r, leases=keys.session_leases(session_id), outbox=keys.session_outbox(session_id),

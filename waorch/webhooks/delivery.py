@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from typing import Literal
 
 import redis
 import urllib3
@@ -55,7 +56,7 @@ GONE = "HTTP 410 Gone"
 
 @dataclass(frozen=True)
 class LaneRun:
-    outcome: str  # idle | more | retry | busy | gone | disabled
+    outcome: Literal["idle", "more", "retry", "busy", "gone", "disabled"]
     delivered: int = 0
     dead: int = 0
     retry_in: float | None = None

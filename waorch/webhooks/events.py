@@ -241,6 +241,12 @@ def inbound_received(r: redis.Redis, event_id: str | None) -> int:
 
 # --- the sweep ---------------------------------------------------------------------------------
 
+# what a pending mark (`<kind>:<id>`, see lib/client_event_mark.lua) still owes clients
+_EMITTERS: dict[str, Callable[[redis.Redis, str], int]] = {
+    "msg": emit_message, "session": emit_session, "inbound": emit_inbound,
+}
+
+
 def sweep_pending(r: redis.Redis, grace: float | None = None, now: float | None = None,
                   limit: int = SWEEP_BATCH) -> int:
     """Emit what changes marked at least `grace` seconds ago still owe clients; events emitted."""
@@ -252,12 +258,9 @@ def sweep_pending(r: redis.Redis, grace: float | None = None, now: float | None 
     for member, marked_at in marks:
         kind, _, ident = member.partition(":")
         try:
-            if kind == "msg":
-                emitted += emit_message(r, ident)
-            elif kind == "session":
-                emitted += emit_session(r, ident)
-            elif kind == "inbound":
-                emitted += emit_inbound(r, ident)
+            emitter = _EMITTERS.get(kind)
+            if emitter is not None:
+                emitted += emitter(r, ident)
             CLEAR_PENDING(r, member=member)  # nothing left (or it is gone): the mark goes
         except Exception:  # noqa: BLE001 - one bad entry must not stop the others
             log.exception("could not emit pending client events of %s", member)
