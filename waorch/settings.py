@@ -31,6 +31,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WAORCH_TRANSPORT", "sim", "Transport given to session workers: `sim` or `neonize`."),
     Setting("WAORCH_SIM_URL", "", "Simulator HTTP API (set by `waorch run`)."),
     Setting("WAORCH_SIM_WIRE", "", "Simulator wire address host:port (set by `waorch run`)."),
+    Setting("WAORCH_SIM_AUTOPAIR", "0", "1: `waorch sim` pairs every session as soon as it shows a QR."),
     Setting("WAORCH_RATE_LIMIT", "50", "Global accepted sends per second per tenant (token bucket)."),
     Setting("WAORCH_RATE_BURST", "200", "Token bucket size of the global rate limit."),
     Setting("WAORCH_MAX_BODY", "2097152", "Largest accepted request body in bytes (413 above)."),
@@ -124,6 +125,7 @@ class Settings:
     transport: str
     sim_url: str
     sim_wire: str
+    sim_autopair: str
     rate_limit: float
     rate_burst: int
     max_body: int
