@@ -37,10 +37,11 @@ def test_a_second_connection_is_counted_and_still_replaces_the_first(sim, proxie
     numbers = stats(sim)
     assert (numbers["second_connections"], numbers["accounts_with_second_connections"]) == (1, 1)
     incident = numbers["incidents"][-1]
-    assert incident | {"at": 0} == {"kind": "second_connection", "phone": ALICE, "at": 0,
-                                   "old_session": "worker-1", "new_session": "worker-2",
-                                   "old_source": "127.0.0.2", "new_source": "127.0.0.3",
-                                   "old_logged_in": True}
+    assert 0 <= incident["old_idle_seconds"] < 20  # the old client had spoken lately: it was live
+    assert incident | {"at": 0, "old_idle_seconds": 0} == {
+        "kind": "second_connection", "phone": ALICE, "at": 0, "old_session": "worker-1",
+        "new_session": "worker-2", "old_source": "127.0.0.2", "new_source": "127.0.0.3",
+        "old_logged_in": True, "old_idle_seconds": 0}
     # a reconnect after the old connection closed is no second connection
     api(sim, "POST", f"/sim/accounts/{ALICE}/disconnect")
     login(clients, proxies[1], sim, ALICE, creds, "worker-2")

@@ -24,6 +24,7 @@ class Peer(Protocol):
     phone: str | None
     session: str | None
     logged_in: bool
+    last_seen: float  # time.monotonic() of the last request from the client
 
     def send(self, event: dict[str, Any]) -> None: ...
 

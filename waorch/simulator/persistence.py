@@ -85,6 +85,8 @@ class NetworkStore:
             await asyncio.shield(self._saving)
         try:
             await self.save()
+        except Exception:  # stop anyway; the file holds the last good save
+            log.exception("the last save of the simulated network to %s failed", self.path)
         finally:
             if self._lock_handle is not None:
                 self._lock_handle.close()
@@ -170,13 +172,19 @@ class NetworkStore:
         if header.get("version") != VERSION:
             raise ValueError(f"unknown version {header.get('version')!r}")
         loaded = Network(self.network.config, self.network.clock)
+        # Encoded again now, before anyone waits on the loop, so that the first save is cheap.
         for item in data["accounts"]:
             account = Account.from_dict(item)
+            account.encoded = json.dumps(account.to_dict(), separators=(",", ":")).encode()
             loaded.accounts[account.phone] = account
         for item in data["messages"]:
-            loaded.restore_sent(Message.from_dict(item))
+            message = Message.from_dict(item)
+            message.encoded()
+            loaded.restore_sent(message)
         for item in data["inbound"]:
-            loaded.inbound_log.append(Message.from_dict(item))
+            message = Message.from_dict(item)
+            message.encoded()
+            loaded.inbound_log.append(message)
         loaded.seq = int(header.get("seq", 0))
         loaded.second_connections = int(header.get("second_connections", 0))
         loaded.duplicate_sends = int(header.get("duplicate_sends", 0))

@@ -393,9 +393,11 @@ class Network(ChatFeatures):
     def _second_connection(self, account: Account, old: Peer, new: Peer) -> None:
         self.second_connections += 1
         account.second_connections += 1
+        # How long the old client had been silent: a live one pings, a dead socket does not.
+        idle = round(time.monotonic() - old.last_seen, 3) if hasattr(old, "last_seen") else None
         self._incident("second_connection", account.phone, old_session=old.session,
                        new_session=new.session, old_source=old.source_address,
-                       new_source=new.source_address, old_logged_in=old.logged_in)
+                       new_source=new.source_address, old_logged_in=old.logged_in, old_idle_seconds=idle)
 
     def _incident(self, kind: str, phone: str, **details: Any) -> None:
         self.incidents.append({"kind": kind, "phone": phone, "at": self.clock(), **details})

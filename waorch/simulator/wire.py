@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from typing import Any
 
 from waorch.simulator.chat import ChatError
@@ -28,6 +29,7 @@ class WireConnection:
         self.phone: str | None = None
         self.session: str | None = None
         self.logged_in = False
+        self.last_seen = time.monotonic()  # last line from the client: tells a live one from a dead socket
         self._outgoing: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(MAX_OUTGOING)
         self._closing = False
 
@@ -98,6 +100,7 @@ class WireConnection:
                 return
             if self._closing:
                 return
+            self.last_seen = time.monotonic()
             self._handle(line)
 
     def _handle(self, line: bytes) -> None:
