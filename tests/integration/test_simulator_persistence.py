@@ -92,7 +92,8 @@ def test_saves_are_debounced_atomic_and_private(make_sim, proxies, clients, tmp_
     alice = login(clients, proxies[0], sim, ALICE, pair(clients, proxies[0], sim, ALICE))
     started = time.monotonic()
     for n in range(30):
-        assert send(alice, str(n), BOB, f"message {n}")["ok"] is True
+        last = send(alice, str(n), BOB, f"message {n}")
+        assert last["ok"] is True
     elapsed = time.monotonic() - started
     wait_for(lambda: (directory / FILE).exists() and len(saved(directory)["messages"]) == 30,
              "the 30 messages in the state file", timeout=30)
@@ -100,9 +101,12 @@ def test_saves_are_debounced_atomic_and_private(make_sim, proxies, clients, tmp_
     # one save per interval at most while busy (+2: one under way at each end), not one per message
     assert 1 <= store["saves"] <= elapsed / interval + 2
     assert store["bytes"] > 0 and store["path"] == str(directory / FILE)
+    alice.expect("receipt", wa_id=last["wa_id"], status="read")  # so every message is read by now
+    sim.stop()  # receipts kept it saving until then
     assert stat.S_IMODE((directory / FILE).stat().st_mode) == 0o600  # it holds creds
     assert sorted(p.name for p in directory.iterdir()) == [FILE, "sim.lock"]  # no temp file left
     document = saved(directory)
+    assert {m["status"] for m in document["messages"]} == {"read"}  # the last changes, saved at the stop
     assert document["header"]["version"] == 1
     assert [a["phone"] for a in document["accounts"]] == [ALICE]
 
