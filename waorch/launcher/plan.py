@@ -179,8 +179,9 @@ def process_specs(options: RunOptions, state: StateDir, endpoints: Endpoints, en
         flower_env, ready=lambda: readiness.http_answers(endpoints.flower_url, (401,))))
     if options.sim:
         if command_available("sim"):
+            # Its own directory in the state dir: pairings and messages outlive a restart.
             args = ["sim", "--host", "127.0.0.1", "--port", str(endpoints.sim_port),
-                    "--wire-port", str(endpoints.wire_port)]
+                    "--wire-port", str(endpoints.wire_port), "--state-dir", str(state.root / "sim")]
             if options.demo:
                 args += ["--demo-scan-after", str(DEMO_SCAN_AFTER)]
             specs.append(ChildSpec("sim", waorch_argv(*args), env, ready=readiness.all_of(

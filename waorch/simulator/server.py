@@ -6,6 +6,7 @@ from aiohttp import web
 
 from waorch.core.background_loop import BackgroundLoop, ServedInBackground
 from waorch.simulator.http_api import create_app
+from waorch.simulator.persistence import NetworkStore
 from waorch.simulator.state import Network, SimConfig
 from waorch.simulator.wire import WireServer
 
@@ -21,6 +22,7 @@ class Simulator(ServedInBackground):
         self.port = port
         self.network = Network(config or SimConfig())
         self.wire_server = WireServer(self.network, wire_host or host, wire_port)
+        self.store: NetworkStore | None = None
         self._runner: web.AppRunner | None = None
         self._background: BackgroundLoop | None = None
 
@@ -36,22 +38,37 @@ class Simulator(ServedInBackground):
         return f"[{host}]:{self.wire_server.port}" if ":" in host else f"{host}:{self.wire_server.port}"
 
     async def start(self) -> Simulator:
-        await self.wire_server.start()
-        runner = web.AppRunner(create_app(self.network), access_log=None, handle_signals=False)
-        await runner.setup()
+        """Load the saved network (with a state dir), then listen. StateDirBusy: another simulator
+        uses that directory."""
+        config = self.network.config
+        if config.state_dir is not None:
+            self.store = NetworkStore(self.network, config.state_dir, config.save_interval)
+            self.store.open()
+            self.network.resume()
         try:
-            await web.TCPSite(runner, self.host, self.port, reuse_address=True).start()
+            await self.wire_server.start()
+            runner = web.AppRunner(create_app(self.network), access_log=None, handle_signals=False)
+            await runner.setup()
+            try:
+                await web.TCPSite(runner, self.host, self.port, reuse_address=True).start()
+            except BaseException:
+                await runner.cleanup()
+                raise
         except BaseException:
-            await runner.cleanup()
             await self.wire_server.close()
+            if self.store is not None:
+                await self.store.close()
             raise
         self._runner = runner
         self.port = runner.addresses[0][1]
         return self
 
     async def close(self) -> None:
+        """Stop listening, then save the network one last time (with a state dir)."""
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
         await self.wire_server.close()
+        if self.store is not None:
+            await self.store.close()
 

@@ -1,7 +1,8 @@
 """The simulated network's memory: accounts, their connections, messages; and what happens on events.
 
 Everything here runs on the simulator's event loop thread; connections are reached through the
-small `Peer` interface so that the wire server owns all socket handling.
+small `Peer` interface so that the wire server owns all socket handling. Chat features (presence,
+read, reactions, LIDs, blocks, reach-out locks) are in `chat.py`; saving in `persistence.py`.
 """
 
 from __future__ import annotations
@@ -13,28 +14,21 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from waorch.simulator.ban_model import AccountActivity, BanThresholds
+from waorch.simulator.accounts import CODE_RESTRICTED, Account, Peer
+from waorch.simulator.ban_model import BanThresholds
+from waorch.simulator.chat import ChatFeatures
+from waorch.simulator.lids import is_lid, lid_of, phone_of
+from waorch.simulator.logs import EventLog, Message, MessageLog, new_wa_id
+from waorch.simulator.media import media_problem
+
+__all__ = ["PHONE", "Network", "Peer", "SimConfig"]
 
 PHONE = re.compile(r"^[1-9]\d{6,14}$")
-MAX_MESSAGES = 100_000  # the message log is for tests and demos, not an archive
-MAX_PENDING = 1_000  # events kept for an offline account
-MAX_CLIENT_IDS = 10_000  # recent client message ids per account, for resends after a lost answer
-CODE_RESTRICTED = "463"
-
-
-class Peer(Protocol):
-    """One wire connection as the network sees it."""
-
-    source_address: str
-    phone: str | None
-    session: str | None
-    logged_in: bool
-
-    def send(self, event: dict[str, Any]) -> None: ...
-
-    def close(self) -> None: ...
+MAX_CROSS_SENDS = 10_000  # (account, client id) pairs of ids first sent by another account
+MAX_INCIDENTS = 1_000  # fencing incidents kept for GET /sim/stats
+STATUS_RANK = {"sent": 0, "delivered": 1, "read": 2}
 
 
 @dataclass
@@ -43,84 +37,56 @@ class SimConfig:
     read_delay: float = 1.0  # delivered → read
     qr_interval: float = 20.0  # a fresh QR code this often while unpaired
     demo_scan_after: float | None = None  # scan waiting sessions by itself after this long
+    autopair: bool = False  # scan every QR as soon as it is shown (sandbox fleets)
     ban_thresholds: BanThresholds = field(default_factory=BanThresholds)
+    state_dir: str | None = None  # where the network is saved across restarts; None: memory only
+    save_interval: float = 2.0  # at most one save this often while the network changes
 
 
-@dataclass
-class Account:
-    phone: str
-    creds: str | None = None
-    session: str | None = None
-    device: dict[str, Any] = field(default_factory=dict)
-    peer: Peer | None = None
-    qr_code: str | None = None
-    qr_timer: asyncio.TimerHandle | None = None
-    scan_timer: asyncio.TimerHandle | None = None
-    banned_reason: str | None = None
-    banned_at: float | None = None
-    restricted_until: float | None = None
-    restricted_reason: str | None = None
-    pending: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=MAX_PENDING))
-    activity: AccountActivity = field(default_factory=AccountActivity)
-    sent_ids: OrderedDict[str, dict[str, Any]] = field(default_factory=OrderedDict)
-    sent: int = 0
-    received: int = 0
-
-    @property
-    def state(self) -> str:
-        if self.banned_reason is not None:
-            return "banned"
-        if self.peer is not None:
-            return "connected" if self.peer.logged_in else "waiting_qr"
-        return "paired" if self.creds else "unpaired"
-
-    def view(self) -> dict[str, Any]:
-        return {
-            "phone": self.phone, "state": self.state, "session": self.session,
-            "device": self.device, "source_addresses": sorted(self.activity.sources),
-            "current_source": self.peer.source_address if self.peer else None,
-            "banned_reason": self.banned_reason, "banned_at": self.banned_at,
-            "restricted_until": self.restricted_until, "restricted_reason": self.restricted_reason,
-            "sent": self.sent, "received": self.received, "pending_events": len(self.pending),
-        }
-
-
-def new_wa_id() -> str:
-    return "3EB0" + secrets.token_hex(8).upper()
-
-
-class Network:
+class Network(ChatFeatures):
     """All accounts and messages of one simulator run."""
 
     def __init__(self, config: SimConfig, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.clock = clock
         self.accounts: dict[str, Account] = {}
-        self.messages: deque[dict[str, Any]] = deque(maxlen=MAX_MESSAGES)
-        self.inbound_log: deque[dict[str, Any]] = deque(maxlen=MAX_MESSAGES)
-        self._by_wa_id: dict[str, dict[str, Any]] = {}
+        self.messages = MessageLog()
+        self.inbound_log = MessageLog()
+        self.events = EventLog()
+        self.seq = 0
+        self.second_connections = 0
+        self.duplicate_sends = 0
+        self.duplicates_delivered = 0
+        self.incidents: deque[dict[str, Any]] = deque(maxlen=MAX_INCIDENTS)
+        self.on_change: Callable[[], None] = lambda: None  # set by the store that saves the network
+        self.store_info: dict[str, Any] = {}
+        self._by_client_id: dict[str, Message] = {}  # first accepted send of each client id
+        self._cross_sends: OrderedDict[tuple[str, str], Message] = OrderedDict()
 
     # -- wire side -------------------------------------------------------------------------
 
     def hello(self, peer: Peer, phone: str, session: str, device: dict[str, Any],
               creds: str | None) -> None:
-        account = self.accounts.setdefault(phone, Account(phone=phone))
+        account = self.accounts.get(phone)
+        if account is None:
+            account = self.accounts[phone] = Account(phone=phone)
+        self._touch(account)
         peer.phone, peer.session = phone, session
         if account.peer is not None and account.peer is not peer:
             old, account.peer = account.peer, None
+            self._second_connection(account, old, peer)
             self._cancel_timers(account)
             old.send({"ev": "replaced"})
             old.close()
         if account.banned_reason is not None:
-            peer.send({"ev": "banned", "reason": account.banned_reason})
+            peer.send(self._banned_event(account))
             peer.close()
             return
         account.session, account.device = session, device
-        reason = account.activity.on_source(peer.source_address, self.clock(),
-                                            self.config.ban_thresholds)
-        if reason is not None:
+        ban = account.activity.on_source(peer.source_address, self.clock(), self.config.ban_thresholds)
+        if ban is not None:
             account.peer = peer
-            self.ban(phone, reason)
+            self.ban(phone, ban.reason, ban.code)
             return
         if creds is not None:
             if account.creds is None or not secrets.compare_digest(creds, account.creds):
@@ -129,17 +95,23 @@ class Network:
                 return
             account.peer = peer
             peer.logged_in = True
-            peer.send({"ev": "connected", "jid": f"{phone}@s.whatsapp.net"})
-            if account.restricted_until and account.restricted_until > self.clock():
+            peer.send({"ev": "connected", "jid": f"{phone}@s.whatsapp.net", "lid": account.lid})
+            now = self.clock()
+            if account.restricted_until and account.restricted_until > now:
                 peer.send(self._restricted_event(account))
-            while account.pending:
-                peer.send(account.pending.popleft())
+            if account.reachout_until and account.reachout_until > now:
+                peer.send(self._reachout_event(account))
+            pending, account.pending = account.pending, []
+            for event in pending:
+                peer.send(event)
             return
         account.peer = peer
         self._send_qr(account)
-        if self.config.demo_scan_after is not None:
-            loop = asyncio.get_running_loop()
-            account.scan_timer = loop.call_later(self.config.demo_scan_after, self._demo_scan, account, peer)
+        loop = asyncio.get_running_loop()
+        if self.config.autopair:  # no timer per account: a fleet of thousands pairs at once
+            loop.call_soon(self._auto_scan, account, peer)
+        elif self.config.demo_scan_after is not None:
+            account.scan_timer = loop.call_later(self.config.demo_scan_after, self._auto_scan, account, peer)
 
     def gone(self, peer: Peer) -> None:
         """A connection closed (either side)."""
@@ -148,7 +120,8 @@ class Network:
             account.peer = None
             self._cancel_timers(account)
 
-    def send(self, peer: Peer, ref: Any, to: str, text: str, media: Any, client_id: Any = None) -> None:
+    def send(self, peer: Peer, ref: Any, to: Any, text: Any, media: Any, client_id: Any = None,
+             reply_to: Any = None) -> None:
         """A send request; `client_id` (the client's message id) makes a resend return the first result."""
         account = self._account_of(peer)
 
@@ -158,46 +131,47 @@ class Network:
 
         if account is None or not peer.logged_in:
             return fail("NOT_CONNECTED", "log in first", True)
-        if isinstance(client_id, str) and client_id in account.sent_ids:
-            first = account.sent_ids[client_id]
-            peer.send({"ev": "send_result", "ref": ref, "ok": True, "wa_id": first["id"], "ts": first["at"],
+        cid = client_id if isinstance(client_id, str) and client_id else None
+        earlier = self._earlier_send(account, cid) if cid else None
+        if earlier is not None:  # a resend after a lost answer: not sent again
+            peer.send({"ev": "send_result", "ref": ref, "ok": True, "wa_id": earlier.id, "ts": earlier.at,
                        "duplicate": True})
             return None
-        if not isinstance(to, str) or not PHONE.match(to):
-            return fail("INVALID_RECIPIENT", "recipient must be E.164 digits", False)
+        person, to_lid = self.recipient(to)
+        if person is None:
+            return fail("INVALID_RECIPIENT", "recipient must be E.164 digits or a known <digits>@lid", False)
         if not (isinstance(text, str) and text) and not isinstance(media, dict):
             return fail("EMPTY_MESSAGE", "text or media required", False)
+        problem = media_problem(media)
+        if problem is not None:
+            return fail(*problem, False)
+        quoted = isinstance(reply_to, str) and self.in_chat(account, person, reply_to)
+        if reply_to is not None and not quoted:
+            return fail("UNKNOWN_QUOTED", "reply_to is not a message of this chat", False)
         now = self.clock()
         if account.restricted_until and account.restricted_until > now:
-            return fail(CODE_RESTRICTED, account.restricted_reason or "reach-out time-lock", True,
-                        restricted_until=account.restricted_until)
-        reason = account.activity.on_send(now, self.config.ban_thresholds)
-        if reason is not None:
-            fail("BANNED", reason, True)  # not sent: another account may still send it
-            self.ban(account.phone, reason)
+            return fail(CODE_RESTRICTED, account.restricted_reason or "restricted", True,
+                        restricted_until=account.restricted_until, scope="all")
+        first_contact = not account.has_conversation(person)
+        if first_contact and account.reachout_until and account.reachout_until > now:
+            return fail(CODE_RESTRICTED, account.reachout_reason or "reach-out time-lock", True,
+                        restricted_until=account.reachout_until, scope="new_chats")
+        text = text if isinstance(text, str) else ""
+        ban = account.activity.on_send(now, self.config.ban_thresholds, first_contact=first_contact,
+                                       person=person, text=text)
+        self._touch(account)
+        if ban is not None:
+            fail("BANNED", ban.reason, True, ban_code=ban.code)  # not sent: another account may send it
+            self.ban(account.phone, ban.reason, ban.code)
             return None
-        wa_id = new_wa_id()
-        record = {"id": wa_id, "from": account.phone, "to": to, "text": text if isinstance(text, str) else "",
-                  "media": media if isinstance(media, dict) else None, "at": now,
-                  "source_address": peer.source_address, "session": peer.session, "status": "sent"}
-        self._remember(record)
+        record = Message(id=new_wa_id(), sender=account.phone, to=person, text=text,
+                         media=media if isinstance(media, dict) else None, at=now, seq=self.next_seq(),
+                         source_address=peer.source_address, session=peer.session, client_id=cid,
+                         reply_to=reply_to, to_lid=to_lid)
+        self._remember(account, record)
         account.sent += 1
-        if isinstance(client_id, str):
-            account.sent_ids[client_id] = record
-            if len(account.sent_ids) > MAX_CLIENT_IDS:
-                account.sent_ids.popitem(last=False)
-        peer.send({"ev": "send_result", "ref": ref, "ok": True, "wa_id": wa_id, "ts": now})
-        recipient = self.accounts.get(to)
-        if recipient is not None and recipient.banned_reason is not None:
-            return None  # a banned number never confirms delivery
-        if recipient is not None:
-            recipient.received += 1
-            self._deliver(recipient, {"ev": "message", "from": account.phone, "text": record["text"],
-                                      "wa_id": wa_id, "at": now, "media": record["media"]})
-        loop = asyncio.get_running_loop()
-        delivered = self.config.receipt_delay
-        loop.call_later(delivered, self._receipt, account.phone, wa_id, "delivered")
-        loop.call_later(delivered + self.config.read_delay, self._receipt, account.phone, wa_id, "read")
+        peer.send({"ev": "send_result", "ref": ref, "ok": True, "wa_id": record.id, "ts": now})
+        self._route(account, record)
         return None
 
     # -- API side --------------------------------------------------------------------------
@@ -213,36 +187,49 @@ class Network:
         self._cancel_timers(account)
         account.creds = "sim1." + secrets.token_urlsafe(24)
         account.qr_code = None
+        self._touch(account)
         # Like WhatsApp after pairing, the client must reconnect and log in with its new creds.
         account.peer = None
         peer.send({"ev": "paired", "creds": account.creds})
         peer.close()
         return True
 
-    def inbound(self, sender: str, to: str, text: str, media: dict | None = None) -> dict | None:
-        """A person writes to account `to`; None when the network does not know `to`."""
+    def inbound(self, sender: str, to: str, text: str, media: dict | None = None, *, as_lid: bool = False,
+                with_phone: bool = True, reply_to: str | None = None) -> Message | None:
+        """A person writes to account `to`; None when the network does not know `to`.
+
+        `as_lid`: the event names the person by LID, with their phone as `sender_alt` only when
+        `with_phone`; without it the account's device learns no phone for that LID.
+        """
         account = self.accounts.get(to)
         if account is None:
             return None
         now = self.clock()
-        event = {"ev": "message", "from": sender, "text": text, "wa_id": new_wa_id(), "at": now,
-                 "media": media}
+        message = Message(id=new_wa_id(), sender=sender, to=to, text=text, media=media, at=now,
+                          seq=self.next_seq(), inbound=True, reply_to=reply_to,
+                          from_lid=lid_of(sender) if as_lid else None, sender_alt=as_lid and with_phone)
+        event = {"ev": "message", "from": message.from_lid or sender, "text": text, "wa_id": message.id,
+                 "at": now, "media": media, "reply_to": reply_to}
+        if as_lid and with_phone:
+            event["sender_alt"] = sender
         account.received += 1
-        self.inbound_log.append({"id": event["wa_id"], "from": sender, "to": to, "text": text,
-                                 "media": media, "at": now})
+        account.converse(sender, now, phone_known=not as_lid or with_phone)
+        self.inbound_log.append(message)
+        self._touch(account)
         self._deliver(account, event)
-        return event
+        return message
 
-    def ban(self, phone: str, reason: str = "manual") -> bool:
+    def ban(self, phone: str, reason: str = "manual", code: int | None = None) -> bool:
         account = self.accounts.get(phone)
         if account is None:
             return False
-        account.banned_reason, account.banned_at = reason, self.clock()
+        account.banned_reason, account.banned_code, account.banned_at = reason, code, self.clock()
         account.creds = None
+        self._touch(account)
         if account.peer is not None:
             peer, account.peer = account.peer, None
             self._cancel_timers(account)
-            peer.send({"ev": "banned", "reason": reason})
+            peer.send(self._banned_event(account))
             peer.close()
         return True
 
@@ -264,6 +251,7 @@ class Network:
         if account is None:
             return False
         account.creds = None
+        self._touch(account)
         if account.peer is not None:
             peer, account.peer = account.peer, None
             self._cancel_timers(account)
@@ -277,52 +265,162 @@ class Network:
             return None
         account.restricted_until = self.clock() + seconds
         account.restricted_reason = reason
+        self._touch(account)
         if account.peer is not None and account.peer.logged_in:  # else told at its next login
             account.peer.send(self._restricted_event(account))
         return account.restricted_until
 
     def list_messages(self, sender: str | None = None, to: str | None = None) -> list[dict[str, Any]]:
-        return [dict(m) for m in self.messages
-                if (not sender or m["from"] == sender) and (not to or m["to"] == to)]
+        return [m.view() for m in self.messages
+                if (not sender or m.sender == sender) and (not to or m.to == to)]
+
+    def restore_sent(self, record: Message) -> None:
+        """A message of the saved network: logged and indexed again, nothing counted or sent."""
+        self.messages.append(record)
+        cid = record.client_id
+        if cid is not None and self._by_client_id.setdefault(cid, record) is not record:
+            self._cross_sends[(record.sender, cid)] = record
+
+    def resume(self) -> None:
+        """After loading a saved network: finish the receipts that were due while it was down."""
+        loop = asyncio.get_running_loop()
+        for message in self.messages:
+            if message.status != "read" and self._receipts_due(message):
+                loop.call_soon(self._receipt, message.sender, message.id, "delivered")
+                loop.call_later(self.config.read_delay, self._receipt, message.sender, message.id, "read")
 
     # -- internals -------------------------------------------------------------------------
+
+    def next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def recipient(self, to: Any) -> tuple[str | None, str | None]:
+        """(person's phone, the LID it was addressed by) of a send's `to`; (None, None) if invalid."""
+        if not isinstance(to, str):
+            return None, None
+        if is_lid(to):
+            return phone_of(to), to
+        return (to, None) if PHONE.match(to) else (None, None)
+
+    def _touch(self, account: Account) -> None:
+        account.encoded = None
+        self.on_change()
 
     def _account_of(self, peer: Peer) -> Account | None:
         account = self.accounts.get(peer.phone) if peer.phone else None
         return account if account is not None and account.peer is peer else None
 
+    def _earlier_send(self, account: Account, client_id: str) -> Message | None:
+        """The message this account already sent with `client_id`, counting the repeat; else None."""
+        first = self._by_client_id.get(client_id)
+        if first is None:
+            return None
+        earlier = first if first.sender == account.phone \
+            else self._cross_sends.get((account.phone, client_id))
+        if earlier is not None:
+            self.duplicate_sends += 1
+            account.duplicate_sends += 1
+            self._touch(account)
+        return earlier
+
+    def _remember(self, account: Account, record: Message) -> None:
+        evicted = self.messages.append(record)
+        if evicted is not None and evicted.client_id is not None:
+            if self._by_client_id.get(evicted.client_id) is evicted:
+                del self._by_client_id[evicted.client_id]
+            self._cross_sends.pop((evicted.sender, evicted.client_id), None)
+        cid = record.client_id
+        if cid is None:
+            return
+        first = self._by_client_id.setdefault(cid, record)
+        if first is record:
+            return
+        # The same message id again, through another account: a rerouted message the person gets twice.
+        self._cross_sends[(account.phone, cid)] = record
+        if len(self._cross_sends) > MAX_CROSS_SENDS:
+            self._cross_sends.popitem(last=False)
+        self.duplicate_sends += 1
+        self.duplicates_delivered += 1
+        account.duplicate_sends += 1
+        account.duplicates_delivered += 1
+        self._incident("duplicate_delivered", account.phone, client_id=cid, first_from=first.sender,
+                       first_wa_id=first.id, wa_id=record.id, to=record.to)
+
+    def _route(self, account: Account, record: Message) -> None:
+        """Hand a sent message to the recipient (when simulated) and schedule its receipts."""
+        if not self._receipts_due(record):
+            return  # blocked, or a banned number: one tick only, never delivered
+        recipient = self.accounts.get(record.to)
+        if recipient is not None:
+            recipient.received += 1
+            recipient.converse(account.phone, record.at)
+            self._touch(recipient)
+            self._deliver(recipient, {"ev": "message", "from": account.phone, "text": record.text,
+                                      "wa_id": record.id, "at": record.at, "media": record.media,
+                                      "reply_to": record.reply_to})
+        loop = asyncio.get_running_loop()
+        delivered = self.config.receipt_delay
+        loop.call_later(delivered, self._receipt, account.phone, record.id, "delivered")
+        loop.call_later(delivered + self.config.read_delay, self._receipt, account.phone, record.id, "read")
+
+    def _receipts_due(self, record: Message) -> bool:
+        sender, recipient = self.accounts.get(record.sender), self.accounts.get(record.to)
+        if recipient is not None and recipient.banned_reason is not None:
+            return False
+        return not (sender is not None and sender.blocked(record.to))
+
     def _deliver(self, account: Account, event: dict[str, Any]) -> None:
         if account.peer is not None and account.peer.logged_in:
             account.peer.send(event)
         elif account.banned_reason is None:
-            account.pending.append(event)
+            account.queue(event)
+            self._touch(account)
 
     def _receipt(self, phone: str, wa_id: str, status: str) -> None:
-        record = self._by_wa_id.get(wa_id)
-        if record is not None:
-            record["status"] = status
+        record = self.messages.get(wa_id)
+        if record is None or STATUS_RANK[status] <= STATUS_RANK[record.status]:
+            return  # gone from the log, or already that far (read by the recipient itself)
+        record.status = status
+        self.on_change()
         account = self.accounts.get(phone)
         if account is not None:
+            if status == "delivered":  # addressed by LID, the device still does not know the phone
+                account.converse(record.to, self.clock(), phone_known=record.to_lid is None)
+                self._touch(account)
             self._deliver(account, {"ev": "receipt", "wa_id": wa_id, "status": status, "at": self.clock()})
 
-    def _remember(self, record: dict[str, Any]) -> None:
-        if len(self.messages) == self.messages.maxlen:
-            self._by_wa_id.pop(self.messages[0]["id"], None)
-        self.messages.append(record)
-        self._by_wa_id[record["id"]] = record
+    def _second_connection(self, account: Account, old: Peer, new: Peer) -> None:
+        self.second_connections += 1
+        account.second_connections += 1
+        # How long the old client had been silent: a live one pings, a dead socket does not.
+        idle = round(time.monotonic() - old.last_seen, 3) if hasattr(old, "last_seen") else None
+        self._incident("second_connection", account.phone, old_session=old.session,
+                       new_session=new.session, old_source=old.source_address,
+                       new_source=new.source_address, old_logged_in=old.logged_in, old_idle_seconds=idle)
+
+    def _incident(self, kind: str, phone: str, **details: Any) -> None:
+        self.incidents.append({"kind": kind, "phone": phone, "at": self.clock(), **details})
+
+    def _banned_event(self, account: Account) -> dict[str, Any]:
+        return {"ev": "banned", "reason": account.banned_reason, "code": account.banned_code}
 
     def _restricted_event(self, account: Account) -> dict[str, Any]:
         return {"ev": "restricted", "reason": account.restricted_reason, "until": account.restricted_until}
+
+    def _reachout_event(self, account: Account) -> dict[str, Any]:
+        return {"ev": "reachout_lock", "reason": account.reachout_reason, "until": account.reachout_until}
 
     def _send_qr(self, account: Account) -> None:
         if account.peer is None or account.peer.logged_in:
             return
         account.qr_code = f"2@sim,{account.phone},{secrets.token_urlsafe(18)}"
         account.peer.send({"ev": "qr", "code": account.qr_code})
-        loop = asyncio.get_running_loop()
-        account.qr_timer = loop.call_later(self.config.qr_interval, self._send_qr, account)
+        if not self.config.autopair:
+            loop = asyncio.get_running_loop()
+            account.qr_timer = loop.call_later(self.config.qr_interval, self._send_qr, account)
 
-    def _demo_scan(self, account: Account, peer: Peer) -> None:
+    def _auto_scan(self, account: Account, peer: Peer) -> None:
         if account.peer is peer and not peer.logged_in:
             self.scan(account.phone)
 
@@ -331,3 +429,4 @@ class Network:
             if timer is not None:
                 timer.cancel()
         account.qr_timer = account.scan_timer = None
+

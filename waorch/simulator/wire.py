@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from typing import Any
 
+from waorch.simulator.chat import ChatError
 from waorch.simulator.state import PHONE, Network
 
 MAX_LINE = 1 << 20
@@ -27,6 +29,7 @@ class WireConnection:
         self.phone: str | None = None
         self.session: str | None = None
         self.logged_in = False
+        self.last_seen = time.monotonic()  # last line from the client: tells a live one from a dead socket
         self._outgoing: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(MAX_OUTGOING)
         self._closing = False
 
@@ -97,6 +100,7 @@ class WireConnection:
                 return
             if self._closing:
                 return
+            self.last_seen = time.monotonic()
             self._handle(line)
 
     def _handle(self, line: bytes) -> None:
@@ -113,9 +117,57 @@ class WireConnection:
             self._hello(request)
         elif op == "send":
             self.network.send(self, request.get("ref"), request.get("to"), request.get("text"),
-                              request.get("media"), request.get("id"))
+                              request.get("media"), request.get("id"), request.get("reply_to"))
+        elif op in ("presence", "read"):
+            self._chat_op(op, request)
+        elif op == "react":
+            self._react(request)
+        elif op == "resolve_lid":
+            self._resolve_lid(request)
         else:
             self._error("UNKNOWN_OP", f"unknown op {op!r}")
+        return None
+
+    def _chat_op(self, op: str, request: dict[str, Any]) -> None:
+        """presence/read: answered by `op_result` when they carry a `ref`, else only errors are told."""
+        ref = request.get("ref")
+        try:
+            if op == "presence":
+                self.network.presence(self, request.get("to"), request.get("state"))
+            else:
+                self.network.read(self, request.get("chat"), request.get("ids"))
+        except ChatError as exc:
+            if ref is None:
+                return self._error(exc.code, exc.detail)
+            return self.send({"ev": "op_result", "ref": ref, "op": op, "ok": False, "code": exc.code,
+                              "detail": exc.detail})
+        if ref is not None:
+            self.send({"ev": "op_result", "ref": ref, "op": op, "ok": True})
+        return None
+
+    def _react(self, request: dict[str, Any]) -> None:
+        """A reaction is a message: answered by `send_result` like a send."""
+        ref = request.get("ref")
+        try:
+            reaction_id, at = self.network.react(self, request.get("to"), request.get("wa_id"),
+                                                 request.get("emoji"))
+        except ChatError as exc:
+            retryable = exc.code in ("NOT_CONNECTED", "463")
+            return self.send({"ev": "send_result", "ref": ref, "ok": False, "code": exc.code,
+                              "detail": exc.detail, "retryable": retryable})
+        self.send({"ev": "send_result", "ref": ref, "ok": True, "wa_id": reaction_id, "ts": at})
+        return None
+
+    def _resolve_lid(self, request: dict[str, Any]) -> None:
+        ref = request.get("ref")
+        if self.phone is None or not self.logged_in:
+            return self.send({"ev": "lid", "ref": ref, "ok": False, "code": "NOT_CONNECTED",
+                              "detail": "log in first"})
+        try:
+            answer = self.network.resolve_lid(self.phone, request.get("lid"), request.get("phone"))
+        except ChatError as exc:
+            return self.send({"ev": "lid", "ref": ref, "ok": False, "code": exc.code, "detail": exc.detail})
+        self.send({"ev": "lid", "ref": ref, "ok": True, **answer})
         return None
 
     def _hello(self, request: dict[str, Any]) -> None:

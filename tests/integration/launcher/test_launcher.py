@@ -19,6 +19,7 @@ import requests
 from tests.support.commands import WAORCH
 from tests.support.waiting import wait_for
 from waorch.core import keys
+from waorch.launcher.demo import DEMO_PHONES
 from waorch.launcher.redis_server import free_port
 from waorch.tenants import apikeys
 
@@ -74,6 +75,10 @@ class Launch:
                 proc.kill()
             self.process.kill()
             self.process.wait()
+
+
+def qr_events(r, session_id: str) -> int:
+    return sum(1 for e in r.lrange(keys.session_events(session_id), 0, -1) if '"QR"' in e)
 
 
 def child_env(redis_url: str) -> dict[str, str]:
@@ -165,6 +170,26 @@ def test_run_demo_brings_up_the_stack_and_stops_cleanly(tmp_path, redis_url, lau
     wait_for(lambda: all_gone(tree), "children outlived the launcher", timeout=30)
     assert not launch.run_file.exists()
     assert "waorch run: stopped" in launch.text()
+
+    # The simulator kept its network in the state dir: a second run finds the pairings, and the
+    # demo sessions log in with their stored creds (no new QR, no scan), as with WhatsApp.
+    network = json.loads((launch.state_dir / "sim" / "network.json").read_text())
+    assert {a["phone"] for a in network["accounts"] if a["creds"]} >= set(DEMO_PHONES)
+    qr_before = {sid: qr_events(r, sid) for sid in session_ids}
+    assert all(qr_before.values())  # the first run paired them by QR
+    restarted_at = time.time()
+    again = Launch(tmp_path, ["--demo"], child_env(redis_url))
+    launches.append(again)
+    again.wait_run_file()
+
+    def reconnected(sid: str) -> bool:
+        record = r.hgetall(keys.session(sid))
+        return record.get("status") == "connected" and float(record.get("connected_at") or 0) > restarted_at
+
+    wait_for(lambda: all(reconnected(sid) for sid in session_ids), "demo sessions back after a restart",
+             timeout=120)
+    assert {sid: qr_events(r, sid) for sid in session_ids} == qr_before
+    assert again.stop() == 0
 
 
 def test_run_starts_its_own_redis_when_redis_url_is_unreachable(tmp_path, launches):

@@ -6,81 +6,10 @@ import os
 import signal
 import subprocess
 
-import pytest
 import requests
 
 from tests.support.commands import WAORCH as _WAORCH
-from tests.support.wire_client import WireClient
-from waorch.simulator import SimConfig, Simulator
-from waorch.simulator.socks5 import Socks5Server
-
-ALICE, BOB, CAROL = "15550000001", "15550000002", "15550000003"
-
-
-@pytest.fixture
-def make_sim():
-    started = []
-
-    def make(**config) -> Simulator:
-        options = {"receipt_delay": 0.05, "read_delay": 0.05, **config}
-        sim = Simulator(config=SimConfig(**options)).start_in_thread()
-        started.append(sim)
-        return sim
-
-    yield make
-    for sim in started:
-        sim.stop()
-
-
-@pytest.fixture
-def sim(make_sim):
-    return make_sim()
-
-
-@pytest.fixture
-def proxies():
-    servers = [Socks5Server(host=h, outbound_source=h).start_in_thread() for h in ("127.0.0.2", "127.0.0.3")]
-    yield servers
-    for server in servers:
-        server.stop()
-
-
-@pytest.fixture
-def clients():
-    opened: list[WireClient] = []
-    yield opened
-    for client in opened:
-        client.close()
-
-
-def connect(clients, proxy, sim) -> WireClient:
-    client = WireClient(proxy.url, sim.wire)
-    clients.append(client)
-    return client
-
-
-def pair(clients, proxy, sim, phone: str, session: str = "s1") -> str:
-    """QR → scan → paired; returns the creds."""
-    client = connect(clients, proxy, sim)
-    client.hello(phone, session)
-    client.expect("qr")
-    assert requests.post(f"{sim.url}/sim/accounts/{phone}/scan", timeout=10).status_code == 200
-    creds = client.expect("paired")["creds"]
-    client.expect_closed()
-    return creds
-
-
-def login(clients, proxy, sim, phone: str, creds: str, session: str = "s1") -> WireClient:
-    client = connect(clients, proxy, sim)
-    client.hello(phone, session, creds=creds)
-    client.expect("connected")
-    return client
-
-
-def account(sim, phone: str) -> dict:
-    response = requests.get(f"{sim.url}/sim/accounts/{phone}", timeout=10)
-    assert response.status_code == 200
-    return response.json()
+from tests.support.sim_support import ALICE, BOB, CAROL, account, connect, login, pair
 
 
 def test_health(sim):
@@ -273,7 +202,8 @@ def test_unknown_creds_and_logout_give_logged_out(sim, proxies, clients):
 
 def test_ban_model_burst(sim, proxies, clients):
     model = requests.put(f"{sim.url}/sim/ban-model", json={"burst_10s": 2}, timeout=10)
-    assert model.json() == {"per_minute": None, "burst_10s": 2, "max_sources": None}
+    assert model.json() == {"per_minute": None, "burst_10s": 2, "max_sources": None,
+                            "non_contacts_per_day": None, "blocks_per_day": None, "same_text_per_day": None}
     client = login(clients, proxies[0], sim, ALICE, pair(clients, proxies[0], sim, ALICE))
     for ref in (1, 2):
         client.request(op="send", ref=ref, to=BOB, text="x")
