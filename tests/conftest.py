@@ -89,3 +89,14 @@ def pgbouncer(postgres_server):
         _missing(str(exc))
     yield bouncer
     bouncer.stop()
+
+
+@pytest.fixture
+def sentinel_setup():
+    """A fresh Redis primary, replica and three sentinels (tests/support/sentinel.py); fresh per
+    test because tests kill its primary."""
+    from tests.support.sentinel import start_sentinel_setup
+
+    setup = start_sentinel_setup()
+    yield setup
+    setup.stop()
