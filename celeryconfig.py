@@ -8,10 +8,13 @@ from celery.schedules import crontab
 from kombu import Queue
 
 from waorch.core import settings as _settings
+from waorch.core.redis_urls import celery_broker_settings as _broker_settings
 
 _conf = _settings.load()
 
-broker_url = _conf.redis_url
+# REDIS_URL, plain or Sentinel (redis+sentinel://h1:26379,h2:26379/<master>/<db>): kombu's own form
+_broker = _broker_settings(_conf.redis_url, {"visibility_timeout": _conf.visibility_timeout})
+broker_url = _broker["broker_url"]
 # Results are not used: task outcomes live in message/session records.
 task_ignore_result = True
 result_backend = None
@@ -40,7 +43,7 @@ task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
 # Redis transport: an unacked message is redelivered after this many seconds.
-broker_transport_options = {"visibility_timeout": _conf.visibility_timeout}
+broker_transport_options = _broker["broker_transport_options"]
 broker_connection_retry_on_startup = True
 task_serializer = "json"
 accept_content = ["json"]

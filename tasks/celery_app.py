@@ -5,7 +5,8 @@ from __future__ import annotations
 from celery import Celery
 from celery.signals import worker_process_init
 
-from waorch.core import redis_client
+from waorch.core import redis_client, settings
+from waorch.core.redis_urls import celery_broker_settings
 from waorch.metrics import celery_tasks as task_metrics
 
 # The task modules (the consumers): workers and beat import them at start. waorch publishes by
@@ -27,9 +28,11 @@ def _fresh_connections(**_: object) -> None:
 
 def use_broker(url: str) -> None:
     """Point this process's Celery app at another Redis (tests switch Redis between cases)."""
-    if app.conf.broker_url == url:
+    broker = celery_broker_settings(url, {"visibility_timeout": settings.get().visibility_timeout})
+    if app.conf.broker_url == broker["broker_url"]:
         return
-    app.conf.broker_url = url
+    app.conf.broker_url = broker["broker_url"]
+    app.conf.broker_transport_options = broker["broker_transport_options"]
     if app._pool is not None:
         app._pool.force_close_all()
         app._pool = None

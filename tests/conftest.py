@@ -56,3 +56,48 @@ def redis_url(redis_server, monkeypatch) -> str:
 def r(redis_url) -> redis.Redis:
     """Decoded client on the test database."""
     return redis_client.get_redis(redis_url)
+
+
+def _missing(message: str) -> None:
+    """Skip a test whose machine setup is missing; under CI nothing the product claims may skip."""
+    if os.environ.get("CI") in ("true", "1"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A private PostgreSQL for this test run (never the machine's own server)."""
+    from tests.support.postgres_server import PostgresUnavailable, start_postgres
+
+    try:
+        server = start_postgres()
+    except PostgresUnavailable as exc:
+        _missing(str(exc))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(postgres_server):
+    """PgBouncer in transaction pooling in front of `postgres_server` (lib/pq needs
+    binary_parameters=yes behind it: see tests/support/postgres_server.py)."""
+    from tests.support.postgres_server import PostgresUnavailable, start_pgbouncer
+
+    try:
+        bouncer = start_pgbouncer(postgres_server, pool_mode="transaction")
+    except PostgresUnavailable as exc:
+        _missing(str(exc))
+    yield bouncer
+    bouncer.stop()
+
+
+@pytest.fixture
+def sentinel_setup():
+    """A fresh Redis primary, replica and three sentinels (tests/support/sentinel.py); fresh per
+    test because tests kill its primary."""
+    from tests.support.sentinel import start_sentinel_setup
+
+    setup = start_sentinel_setup()
+    yield setup
+    setup.stop()

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import redis
 
-from waorch.core import jobs, keys, settings
+from waorch.core import jobs, keys, redis_urls, settings
 from waorch.core.settings import Settings
 from waorch.metrics import celery_tasks as task_metrics
 from waorch.metrics.collector import CELERY_QUEUES
@@ -42,7 +42,9 @@ class Finding:
 
 
 def redact_url(url: str) -> str:
-    """A service URL (redis://, tcp://, unix://) with any password replaced by ***."""
+    """A service URL (redis://, redis+sentinel://, tcp://, unix://) with any password replaced by ***."""
+    if redis_urls.is_sentinel_url(url):
+        return redis_urls.redact(url)
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -60,8 +62,7 @@ def is_production(conf: Settings) -> bool:
 
 def connect_redis(url: str, timeout: float = 3.0) -> redis.Redis:
     """A client of its own with short timeouts (the shared one waits for long-polls)."""
-    return redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=timeout,
-                                socket_timeout=timeout)
+    return redis_urls.redis_client_for(url, socket_connect_timeout=timeout, socket_timeout=timeout)
 
 
 def check_redis(r: redis.Redis, conf: Settings) -> list[Finding]:

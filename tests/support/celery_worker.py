@@ -23,13 +23,14 @@ def _die_with_parent() -> None:
 
 
 class CeleryWorker:
-    """`celery -A tasks.celery_app worker` with the current environment (REDIS_URL etc.)."""
+    """`celery -A tasks.celery_app worker` (or `app`) with the current environment (REDIS_URL etc.)."""
 
     def __init__(self, log_dir: Path, queues: str = "dispatch,orchestrator,events,maintenance",
-                 concurrency: int = 2, env: dict[str, str] | None = None) -> None:
+                 concurrency: int = 2, env: dict[str, str] | None = None,
+                 app: str = "tasks.celery_app") -> None:
         self.node = f"test-{uuid.uuid4().hex[:8]}@localhost"
         self.log_path = log_dir / f"celery-{self.node.split('@')[0]}.log"
-        self.argv = [sys.executable, "-m", "celery", "-A", "tasks.celery_app", "worker", "-Q", queues,
+        self.argv = [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", queues,
                      "--concurrency", str(concurrency), "-n", self.node, "--loglevel", "INFO",
                      "--without-mingle", "--without-gossip", "--without-heartbeat"]
         self.env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}

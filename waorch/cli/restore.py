@@ -11,7 +11,7 @@ from waorch.backups import create as backups
 from waorch.backups import restore as backup_restore
 from waorch.core import settings
 from waorch.core.redis_client import get_redis
-from waorch.proxies.pool import redact
+from waorch.core.redis_urls import redact
 
 NOTHING_CHANGED = "nothing was changed"
 

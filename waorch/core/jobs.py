@@ -14,6 +14,7 @@ from typing import Any
 from celery import Celery
 
 from waorch.core import settings
+from waorch.core.redis_urls import celery_broker_settings
 
 _lock = threading.Lock()
 _producers: dict[str, Celery] = {}
@@ -29,7 +30,8 @@ def producer(broker_url: str | None = None) -> Celery:
             if app is None:
                 app = Celery("waorch-producer", set_as_current=False)
                 app.config_from_object("celeryconfig")
-                app.conf.broker_url = url
+                app.conf.update(**celery_broker_settings(
+                    url, {"visibility_timeout": settings.get().visibility_timeout}))
                 _producers[url] = app
     return app
 

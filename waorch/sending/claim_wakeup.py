@@ -16,7 +16,7 @@ from contextlib import contextmanager
 
 import redis
 
-from waorch.core import keys
+from waorch.core import keys, redis_urls
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +118,8 @@ class _Hub:
 
     def _run(self) -> None:
         while not self._stopped.is_set():
-            client = redis.Redis.from_url(self.url, decode_responses=True, socket_connect_timeout=3,
-                                          socket_timeout=LISTEN_TICK + 10, socket_keepalive=True)
+            client = redis_urls.redis_client_for(self.url, socket_timeout=LISTEN_TICK + 10,
+                                                 socket_keepalive=True)
             pubsub = client.pubsub()
             try:
                 pubsub.subscribe(keys.OUTBOX_WAKE)

@@ -15,7 +15,7 @@ from waorch.simulator.lids import lid_of, phone_of
 from waorch.simulator.logs import EventLog, Message, MessageLog, new_wa_id
 
 if TYPE_CHECKING:
-    from waorch.simulator.state import SimConfig
+    from waorch.simulator.config import SimConfig
 
 PRESENCE_STATES = ("composing", "paused", "available", "unavailable")
 CHAT_STATES = ("composing", "paused")  # these need a person; the others are the account's own

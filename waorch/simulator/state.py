@@ -13,12 +13,11 @@ import secrets
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from waorch.simulator.accounts import CODE_RESTRICTED, Account, Peer
-from waorch.simulator.ban_model import BanThresholds
 from waorch.simulator.chat import ChatFeatures
+from waorch.simulator.config import SimConfig
 from waorch.simulator.lids import is_lid, lid_of, phone_of
 from waorch.simulator.logs import EventLog, Message, MessageLog, new_wa_id
 from waorch.simulator.media import media_problem
@@ -29,18 +28,6 @@ PHONE = re.compile(r"^[1-9]\d{6,14}$")
 MAX_CROSS_SENDS = 10_000  # (account, client id) pairs of ids first sent by another account
 MAX_INCIDENTS = 1_000  # fencing incidents kept for GET /sim/stats
 STATUS_RANK = {"sent": 0, "delivered": 1, "read": 2}
-
-
-@dataclass
-class SimConfig:
-    receipt_delay: float = 0.2  # send → delivered
-    read_delay: float = 1.0  # delivered → read
-    qr_interval: float = 20.0  # a fresh QR code this often while unpaired
-    demo_scan_after: float | None = None  # scan waiting sessions by itself after this long
-    autopair: bool = False  # scan every QR as soon as it is shown (sandbox fleets)
-    ban_thresholds: BanThresholds = field(default_factory=BanThresholds)
-    state_dir: str | None = None  # where the network is saved across restarts; None: memory only
-    save_interval: float = 2.0  # at most one save this often while the network changes
 
 
 class Network(ChatFeatures):
