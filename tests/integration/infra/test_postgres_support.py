@@ -15,7 +15,7 @@ import pytest
 from tests.support.postgres_server import SYSTEM_USER, postgres_bindir, start_postgres
 from tests.support.waiting import wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def libpq(url: str, sql: str) -> str:
