@@ -12,6 +12,7 @@ DATA_ROOT="${WAORCH_SWARM_DATA_ROOT:-/var/lib/waorch-dockerd}"
 EXEC_ROOT="${WAORCH_SWARM_EXEC_ROOT:-/run/waorch-dockerd}"
 PIDFILE="$EXEC_ROOT.pid"
 LOG="${WAORCH_SWARM_LOG:-/tmp/waorch-dockerd.log}"
+IMAGE="${WAORCH_TEST_IMAGE:-localhost/waorch-test:1}"
 DOCKER=/usr/bin/docker  # another docker CLI may come first in PATH
 say() { echo "setup-dockerd: $*" >&2; }
 
@@ -86,5 +87,15 @@ case "$state" in
         say "this dockerd is in Swarm state $state, not a manager: leave or fix it by hand"
         exit 1 ;;
 esac
+
+# 4. the test image: an empty root file system, as in podman (scripts/setup-engine.sh); tests
+# bind-mount the host's Python and project
+if ! api image inspect "$IMAGE" >/dev/null 2>&1; then
+    say "creating $IMAGE from an empty tarball"
+    tmp="$(mktemp -d)"
+    tar -cf "$tmp/empty.tar" -C "$(mktemp -d)" .
+    api import "$tmp/empty.tar" "$IMAGE" >/dev/null
+    rm -rf "$tmp"
+fi
 
 echo "WAORCH_SWARM_HOST=unix://$SOCKET"

@@ -108,7 +108,8 @@ class SwarmCluster:
     """`size` dockerd nodes in network namespaces named `wsw<tag>n<i>`, one Swarm."""
 
     def __init__(self, tag: str = "t", size: int = 3, subnet: str = DEFAULT_SUBNET,
-                 base_dir: Path = DEFAULT_BASE, heartbeat_seconds: float | None = None) -> None:
+                 base_dir: Path = DEFAULT_BASE, heartbeat_seconds: float | None = None,
+                 daemon_args: dict[int, list[str]] | None = None) -> None:
         if not tag.isalnum() or len(tag) > 6:
             raise ValueError("tag: up to 6 letters/digits (it goes into interface names)")
         network = ipaddress.ip_network(subnet)
@@ -121,6 +122,8 @@ class SwarmCluster:
         self.directory = base_dir / tag
         # Swarm's default heartbeat is 5 s; a node is marked down after a few missed ones
         self.heartbeat_seconds = heartbeat_seconds
+        # extra dockerd arguments by node number (1 = the manager), e.g. --node-generic-resource
+        self.daemon_args = daemon_args or {}
         self.nodes = [
             Node(name=f"wsw{tag}n{i}", address=str(hosts[10 + i]), directory=self.directory / f"n{i}",
                  veth_host=f"wsw{tag}h{i}", veth_node=f"wsw{tag}v{i}", role="manager" if i == 1 else "worker")
@@ -146,8 +149,8 @@ class SwarmCluster:
         self.teardown()  # whatever an earlier run with this tag left
         self._check_subnet_free()
         self._network()
-        for node in self.nodes:
-            self._start_daemon(node)
+        for number, node in enumerate(self.nodes, start=1):
+            self._start_daemon(number, node)
         for node in self.nodes:
             _wait(lambda n=node: self._answers(n), f"dockerd of {node.name} (log {node.log_file})", timeout)
         self._form_swarm(timeout)
@@ -179,7 +182,7 @@ class SwarmCluster:
             _run(*in_ns, "link", "set", node.veth_node, "up")
             _run(*in_ns, "route", "add", "default", "via", self.host_address)
 
-    def _start_daemon(self, node: Node) -> None:
+    def _start_daemon(self, number: int, node: Node) -> None:
         for sub in ("data", "exec"):
             (node.directory / sub).mkdir(parents=True, exist_ok=True)
         argv = [
@@ -189,6 +192,7 @@ class SwarmCluster:
             "--exec-root", str(node.directory / "exec"), "--pidfile", str(node.pid_file),
             "--cgroup-parent", f"/{node.name}", "--storage-driver", "overlay2",
             "--iptables=false", "--ip-forward=false", "--ip-masq=false", "--bridge=none",
+            *self.daemon_args.get(number, []),
         ]
         with open(node.log_file, "ab") as log_out:
             subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_out, stderr=log_out,
