@@ -24,10 +24,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WAORCH_PORT", "8080", "Gateway port."),
     Setting("WAORCH_PUBLIC_URL", "", "URL workers use to reach the gateway (default http://BIND:PORT)."),
     Setting("WAORCH_GATEWAY_WORKERS", "2", "gunicorn worker processes for the gateway (gevent)."),
-    Setting("WAORCH_RUNNER", "process", "Session runner: `process` or `docker`."),
+    Setting("WAORCH_RUNNER", "process", "Session runner: `process`, `docker` or `swarm`."),
     Setting("WAORCH_WORKER_IMAGE", "waorch-worker:latest", "Image the docker runner starts."),
     Setting("WAORCH_DOCKER_NETWORK", "host", "network_mode for session containers (docker runner)."),
     Setting("DOCKER_HOST", "", "Engine API address for the docker runner (SDK default when empty)."),
+    Setting("WAORCH_SWARM_HOST", "", "Swarm manager API address (swarm runner; DOCKER_HOST when empty)."),
+    Setting("WAORCH_SWARM_DATA", "volume", "Swarm session data: `volume` (per node) or `bind` (shared)."),
+    Setting("WAORCH_SWARM_CONSTRAINTS", "", "Extra placement constraints, comma-separated (swarm runner)."),
+    Setting("WAORCH_SWARM_SLOT_RESOURCE", "", "Swarm generic resource each session reserves 1 of."),
+    Setting("WAORCH_WORKER_MEMORY", "512m", "Memory limit of a session worker (swarm; empty: none)."),
+    Setting("WAORCH_WORKER_PIDS", "256", "Pids limit of a session worker (swarm; 0: none)."),
     Setting("WAORCH_TRANSPORT", "sim", "Transport given to session workers: `sim` or `neonize`."),
     Setting("WAORCH_SIM_URL", "", "Simulator HTTP API (set by `waorch run`)."),
     Setting("WAORCH_SIM_WIRE", "", "Simulator wire address host:port (set by `waorch run`)."),
@@ -121,6 +127,12 @@ class Settings:
     worker_image: str
     docker_network: str
     docker_host: str
+    swarm_host: str
+    swarm_data: str
+    swarm_constraints: str
+    swarm_slot_resource: str
+    worker_memory: str
+    worker_pids: int
     transport: str
     sim_url: str
     sim_wire: str
