@@ -60,6 +60,8 @@ def service_name(session_id: str) -> str:
 
 def parse_bytes(text: str) -> int:
     """`512m`, `1g`, `1048576` into bytes (0 for empty: no limit)."""
+    if not text.strip():
+        return 0
     match = re.fullmatch(r"\s*(\d+)\s*([bkmg]?)b?\s*", text.lower())
     if not match:
         raise ValueError(f"{text!r} is not a size like 512m or 1g")
