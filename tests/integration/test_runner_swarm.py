@@ -301,12 +301,12 @@ def test_placement_spreads_caps_per_node_and_follows_node_labels(r, redis_url, p
 
     def placed() -> dict[str, str]:
         """{session id: node name} of running tasks."""
-        where = {}
-        for task in runner.client.api.tasks(filters={"desired-state": "running"}):
-            if task["Status"]["State"] == "running":
-                service = runner.client.api.inspect_service(task["ServiceID"])
-                where[service["Spec"]["Labels"][LABEL_SESSION]] = cluster.node_by_id(task["NodeID"]).name
-        return where
+        # tasks first, then services: a task of a service removed in between is skipped
+        tasks = runner.client.api.tasks(filters={"desired-state": "running"})
+        session_of = {svc["ID"]: svc["Spec"]["Labels"][LABEL_SESSION]
+                      for svc in runner.client.api.services(filters={"label": LABEL_SESSION})}
+        return {session_of[t["ServiceID"]]: cluster.node_by_id(t["NodeID"]).name for t in tasks
+                if t["Status"]["State"] == "running" and t["ServiceID"] in session_of}
 
     pinned = _session(r, made, phone="491510000010")
     sessions.transition(r, pinned["id"], fields={"node_labels": "zone=b"})
