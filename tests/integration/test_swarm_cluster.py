@@ -159,3 +159,31 @@ def test_teardown_leaves_nothing(image_source):
     # teardown is safe to repeat (the next run's up() starts with it)
     small.teardown()
     assert small.leftovers() == []
+
+
+def test_a_tag_in_use_by_another_run_is_left_alone(tmp_path):
+    """Another live process holding the tag's lock: teardown and up refuse instead of destroying
+    its cluster; once that process is gone (the kernel drops its flock) they proceed."""
+    import subprocess
+    import sys
+
+    if os.geteuid() != 0:
+        _unusable("needs root")
+    base = tmp_path / "swarms"
+    base.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'w'); "
+         "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(600)", str(base / "tl.lock")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        other = SwarmCluster(tag="tl", size=1, subnet="10.213.51.0/24", base_dir=base)
+        with pytest.raises(ClusterError, match="in use"):
+            other.teardown()
+        with pytest.raises(ClusterError, match="in use"):
+            other.up(lock_wait=1)
+    finally:
+        holder.kill()
+        holder.wait()
+    other.teardown()  # the holder died: its lock went with it
+    assert other.leftovers() == []

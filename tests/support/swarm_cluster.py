@@ -24,6 +24,7 @@ down TAG` does the same by hand.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import ipaddress
 import logging
 import os
@@ -124,6 +125,7 @@ class SwarmCluster:
         self.heartbeat_seconds = heartbeat_seconds
         # extra dockerd arguments by node number (1 = the manager), e.g. --node-generic-resource
         self.daemon_args = daemon_args or {}
+        self._lock_fd: int | None = None
         self.nodes = [
             Node(name=f"wsw{tag}n{i}", address=str(hosts[10 + i]), directory=self.directory / f"n{i}",
                  veth_host=f"wsw{tag}h{i}", veth_node=f"wsw{tag}v{i}", role="manager" if i == 1 else "worker")
@@ -140,13 +142,14 @@ class SwarmCluster:
 
     # --- bring up ------------------------------------------------------------------------------
 
-    def up(self, timeout: float = 120.0) -> None:
+    def up(self, timeout: float = 120.0, lock_wait: float = 900.0) -> None:
         """Namespaces, bridge, daemons, Swarm; returns when every node is Ready."""
         if os.geteuid() != 0:
             raise ClusterError("a Swarm in network namespaces needs root")
         if not Path(DOCKERD).exists():
             raise ClusterError(f"{DOCKERD} is missing (scripts/setup-dockerd.sh installs docker.io)")
-        self.teardown()  # whatever an earlier run with this tag left
+        self._lock(wait=lock_wait)  # another run (another checkout) may be using this tag
+        self.teardown(keep_lock=True)  # whatever an earlier, dead run with this tag left
         self._check_subnet_free()
         self._network()
         for number, node in enumerate(self.nodes, start=1):
@@ -154,6 +157,30 @@ class SwarmCluster:
         for node in self.nodes:
             _wait(lambda n=node: self._answers(n), f"dockerd of {node.name} (log {node.log_file})", timeout)
         self._form_swarm(timeout)
+
+    def _lock(self, wait: float) -> None:
+        """Hold `<base>/<tag>.lock` (flock: released by the kernel if this process dies), so that
+        a second run with the same tag waits instead of tearing down a cluster in use."""
+        if self._lock_fd is not None:
+            return
+        self.directory.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.directory.parent / f"{self.tag}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(fd)
+                    raise ClusterError(f"cluster {self.tag} is in use by another run") from None
+                time.sleep(1)
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing releases the flock
+            self._lock_fd = None
 
     def _check_subnet_free(self) -> None:
         mine = ipaddress.ip_network(self.subnet)
@@ -257,9 +284,18 @@ class SwarmCluster:
 
     # --- tear down -----------------------------------------------------------------------------
 
-    def teardown(self) -> None:
+    def teardown(self, keep_lock: bool = False) -> None:
         """Stop every daemon (by pid file), kill what they left, remove links, namespaces, mounts and
-        directories. Safe to call several times, and on a half-built or crashed cluster."""
+        directories. Safe to call several times, and on a half-built or crashed cluster; refuses
+        (ClusterError) while another live run holds the tag."""
+        self._lock(wait=0)
+        try:
+            self._remove_everything()
+        finally:
+            if not keep_lock:
+                self._unlock()
+
+    def _remove_everything(self) -> None:
         for node in self.nodes:
             node.close()
         for node in self.nodes:
