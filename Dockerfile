@@ -5,20 +5,30 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# Everything goes into a venv at /opt/venv, which the runtime stage copies whole: the same on
+# python:*-slim and on a plain Debian base (scripts/build-images.sh), whose python3 has no pip
+# outside a venv.
+RUN python3 -m venv /opt/venv
 WORKDIR /src
-COPY pyproject.toml setup.cfg README.md celeryconfig.py ./
+# The dependencies first, from the packaging files alone (empty package directories), so that
+# this layer stays cached until setup.cfg changes; the project itself goes in after it.
+COPY pyproject.toml setup.cfg README.md ./
+RUN mkdir waorch app tasks worker_container lua_scripts && touch celeryconfig.py \
+    && /opt/venv/bin/pip install . && /opt/venv/bin/pip uninstall -y waorch \
+    && rm -rf build ./*.egg-info
+COPY celeryconfig.py ./
 COPY waorch/ waorch/
 COPY app/ app/
 COPY tasks/ tasks/
 COPY worker_container/ worker_container/
 COPY lua_scripts/ lua_scripts/
-RUN pip wheel --wheel-dir /wheels .
+RUN /opt/venv/bin/pip install --no-deps . \
+    && /opt/venv/bin/pip uninstall -y pip setuptools wheel \
+    && /opt/venv/bin/python -c "import app, tasks.celery_app, waorch.cli.main"
 
 FROM ${PYTHON_IMAGE}
-COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links /wheels waorch \
-    && rm -rf /wheels \
-    && python -c "import app, tasks.celery_app, waorch.cli.main"
+COPY --from=build /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
 
 # uid 10001 like the worker image: session directories the docker runner creates are then
 # writable by the session containers.

@@ -1,1 +1,2 @@
-"""What tests share: servers, clients, waiting, stand-ins for the outside (never for waorch)."""
+"""What tests share: servers, clients, waiting, machine-level setups (PostgreSQL, Sentinel, Swarm), and
+stand-ins for the outside world (never for waorch itself)."""

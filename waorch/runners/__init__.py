@@ -1,4 +1,4 @@
-"""Session runners: `process` (children of `waorch supervisor`) and `docker` (Engine API)."""
+"""Session runners: `process` (children of `waorch supervisor`), `docker` (Engine API), `swarm`."""
 
 from __future__ import annotations
 
@@ -19,4 +19,8 @@ def get_runner(name: str | None = None) -> Runner:
         from waorch.runners.docker import DockerRunner  # noqa: PLC0415
 
         return DockerRunner()
-    raise ValueError(f"WAORCH_RUNNER must be 'process' or 'docker', not {name!r}")
+    if name == "swarm":
+        from waorch.runners.swarm import SwarmRunner  # noqa: PLC0415
+
+        return SwarmRunner()
+    raise ValueError(f"WAORCH_RUNNER must be 'process', 'docker' or 'swarm', not {name!r}")
