@@ -11,6 +11,7 @@ from pathlib import Path
 
 import redis
 
+from waorch.core.files import write_private
 from waorch.tenants import apikeys
 
 RUN_FILE = "run.json"
@@ -24,22 +25,6 @@ DEMO_TENANT = "default"
 
 class StateDirBusy(RuntimeError):
     """Another `waorch run` holds this state directory."""
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write atomically with mode 600 (readers never see a partial file)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    os.replace(tmp, path)
 
 
 def read_private(path: Path) -> str | None:

@@ -16,9 +16,11 @@ import json
 import logging
 import os
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from waorch.core.files import write_private
 from waorch.simulator.accounts import Account
 from waorch.simulator.logs import Message
 from waorch.simulator.state import Network
@@ -120,7 +122,8 @@ class NetworkStore:
         started = time.perf_counter()
         data = self._encode()
         self._last_encode = time.perf_counter() - started
-        await asyncio.get_running_loop().run_in_executor(None, _write_atomically, self.path, data)
+        write = partial(write_private, self.path, data, sync_directory=True)  # it holds creds: mode 600
+        await asyncio.get_running_loop().run_in_executor(None, write)
         self._saves += 1
         self.network.store_info.update(path=str(self.path), saves=self._saves, saved_at=time.time(),
                                        bytes=len(data),
@@ -192,24 +195,3 @@ class NetworkStore:
         loaded.incidents.extend(header.get("incidents") or [])
         kept = ("config", "clock", "on_change", "store_info")
         vars(self.network).update({k: v for k, v in vars(loaded).items() if k not in kept})
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Readers (and a crash) see the old file or the new one, never a part (mode 600: it holds creds)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    os.replace(tmp, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
