@@ -64,8 +64,10 @@ def test_opt_out_restriction_and_pace_through_the_whole_stack(stack, proxy):
                                json={"seconds": 120, "reason": "reach-out time-lock"}, timeout=10)
     assert restricted.status_code == 200, restricted.text
     until = restricted.json()["until"]
+    # the level changes with the pause, its history entry right after: wait for both
     trust = wait_for(lambda: (t := stack.api.get(f"/api/sessions/{session_id}/trust").json())
-                     ["trust_level"] == "restricted" and t, "the session restricted", timeout=60)
+                     ["trust_level"] == "restricted" and t["history"] and t, "the session restricted",
+                     timeout=60)
     assert trust["paused_until"] == pytest.approx(until, abs=2)
     assert trust["history"][0]["by"] == "whatsapp" and trust["budget"]["per_minute"] == 2
     held = stack.api.send(f"+{OTHER}", "after the restriction").json()["id"]
