@@ -14,11 +14,6 @@ from pathlib import Path
 
 data = Path(os.environ["SESSIONS_DIR"]) / os.environ["SESSION_ID"]
 data.mkdir(parents=True, exist_ok=True)
-(data / "env.json").write_text(json.dumps(dict(os.environ)))
-with open(data / "starts.txt", "a") as f:
-    f.write(f"{os.getpid()}\n")
-if (data / "crash").exists():
-    sys.exit(3)
 
 
 def _stop(signum, frame):
@@ -27,8 +22,12 @@ def _stop(signum, frame):
     sys.exit(0)
 
 
-signal.signal(signal.SIGTERM, _stop)
-if (data / "ignore-sigterm").exists():
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+# the handler first: once its start line is written a worker always answers SIGTERM as documented
+signal.signal(signal.SIGTERM, signal.SIG_IGN if (data / "ignore-sigterm").exists() else _stop)
+(data / "env.json").write_text(json.dumps(dict(os.environ)))
+with open(data / "starts.txt", "a") as f:
+    f.write(f"{os.getpid()}\n")
+if (data / "crash").exists():
+    sys.exit(3)
 while True:
     time.sleep(0.2)

@@ -61,6 +61,13 @@ def _starts(session_id: str) -> list[str]:
     return path.read_text().split("\n")[:-1] if path.exists() else []
 
 
+def _up(runner: ProcessRunner, session_id: str) -> int | None:
+    """The running worker's pid once it is up: it has written env.json and its start line (a
+    signal before that, on a loaded machine, kills it before it ever handled one)."""
+    pid = running_pid(runner, session_id)
+    return pid if pid and str(pid) in _starts(session_id) else None
+
+
 def test_no_supervisor_means_runner_unavailable(r):
     with pytest.raises(RunnerUnavailable, match="supervisor"):
         ProcessRunner(r).list()
@@ -96,7 +103,7 @@ def test_crashed_worker_is_restarted_and_killed_worker_too(r, runner):
 
 def test_restart_command_and_desired_stop(r, runner):
     s = _create(r)
-    first = wait_for(lambda: running_pid(runner, s["id"]), "the worker to run")
+    first = wait_for(lambda: _up(runner, s["id"]), "the worker to run")
     lifecycle.restart_session(r, s["id"])
     wait_for(lambda: (p := running_pid(runner, s["id"])) and p != first, "the restarted worker")
     assert f"stopped {first}" in _starts(s["id"])  # graceful: SIGTERM first
@@ -107,7 +114,7 @@ def test_restart_command_and_desired_stop(r, runner):
 
 def test_deleted_session_worker_goes_away_and_data_stays(r, runner):
     s = _create(r)
-    pid = wait_for(lambda: running_pid(runner, s["id"]), "the worker to run")
+    pid = wait_for(lambda: _up(runner, s["id"]), "the worker to run")
     lifecycle.delete_session(r, s["id"])
     wait_for(lambda: s["id"] not in runner.list(), "the worker to be removed")
     wait_for(lambda: not alive(pid), "the process to end")
@@ -119,7 +126,7 @@ def test_worker_ignoring_sigterm_is_killed(r, runner):
     data = sessions.sessions_root() / s["id"]
     data.mkdir(parents=True, exist_ok=True)
     (data / "ignore-sigterm").touch()
-    pid = wait_for(lambda: running_pid(runner, s["id"]), "the worker to run")
+    pid = wait_for(lambda: _up(runner, s["id"]), "the worker to run")
     lifecycle.stop_session(r, s["id"])
     wait_for(lambda: not alive(pid), "SIGKILL after the grace period", timeout=40)
 
