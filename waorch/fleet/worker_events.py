@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 INBOUND_KEEP = 1000  # inbound messages kept per session
 DEFAULT_PAUSE = 3600.0  # RESTRICTED without an `until`: pause this long
-_ERROR_STATUS = {"BANNED": "banned", "LOGGED_OUT": "logged_out"}
+# DEVICE_MISSING: the registry's device is not in the PostgreSQL session store; it pairs again
+_ERROR_STATUS = {"BANNED": "banned", "LOGGED_OUT": "logged_out", "DEVICE_MISSING": "logged_out"}
 _SECRET_DATA = ("qr", "code")  # login material: kept out of the event history
 
 Change = tuple[str, str] | None  # (old status, new status) of the registry; None: unknown session

@@ -16,7 +16,7 @@ from typing import Any, Literal, TypedDict, get_args
 
 import redis
 
-from waorch.core import keys, lua, settings, signing
+from waorch.core import keys, lua, session_store, settings, signing
 from waorch.proxies.pool import proxy_id, redact
 from waorch.webhooks import events as client_events
 
@@ -178,6 +178,9 @@ def worker_environment(session: SessionRecord, sessions_dir: str | None = None) 
         "SIM_WIRE": conf.sim_wire,
         "ORCHESTRATOR_URL": base,
         "PING_INTERVAL": str(conf.ping_interval),
+        "SESSION_STORE": conf.session_store,
+        # the device a PostgreSQL store resumes; the worker checks it is there before using it
+        "DEVICE_JID": jid if session_store.parse_jid(jid := session.get("jid") or "") else "",
     }
 
 
