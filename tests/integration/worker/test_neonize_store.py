@@ -56,8 +56,8 @@ except NeonizeStartError as exc:
 if not failed.wait(90):
     sys.exit(4)
 me = transport._client.get_me()  # safe: connect() has run
-print("RESULT " + json.dumps({"me": f"{me.JID.User}:{me.JID.Device}@{me.JID.Server}" if me.HasField("JID") else "",
-                              "device": transport._device_jid or ""}))
+own = f"{me.JID.User}:{me.JID.Device}@{me.JID.Server}" if me.HasField("JID") else ""
+print("RESULT " + json.dumps({"me": own, "device": transport._device_jid or ""}))
 transport.stop()
 """
 
@@ -137,8 +137,8 @@ def test_new_session_creates_the_schema_and_pairs_as_a_new_device(postgres_serve
     assert not [d for e, d in second["events"] if e == "ERROR" and d["code"] == "DEVICE_MISSING"]
 
 
-def test_a_recorded_device_is_resumed_after_it_was_found_in_the_store(postgres_server, store_db, refusing_proxy,
-                                                                     tmp_path) -> None:
+def test_a_recorded_device_is_resumed_after_it_was_found_in_the_store(postgres_server, store_db,
+                                                                     refusing_proxy, tmp_path) -> None:
     database, url = store_db
     assert run(refusing_proxy, tmp_path, url, tag="schema")["rc"] == 0
     mine, other = f"{PHONE}:7@s.whatsapp.net", f"{OTHER_PHONE}:3@s.whatsapp.net"
@@ -166,8 +166,8 @@ def test_a_missing_device_is_reported_and_pairs_anew_instead_of_panicking(postgr
     assert outcome["events"][0][1]["code"] == "DEVICE_MISSING"  # said before any dial
 
 
-def test_workers_starting_together_on_an_empty_database_create_the_schema_once(postgres_server, store_db,
-                                                                              refusing_proxy, tmp_path) -> None:
+def test_workers_starting_together_on_an_empty_database_create_the_schema_once(
+        postgres_server, store_db, refusing_proxy, tmp_path) -> None:
     database, url = store_db
     procs = [start(refusing_proxy, tmp_path, url, phone=f"49151000001{i:02d}", tag=f"w{i}") for i in range(4)]
     results = [finish(proc, tmp_path, f"w{i}") for i, proc in enumerate(procs)]
@@ -189,8 +189,8 @@ def test_an_unreachable_store_refuses_the_start(refusing_proxy, tmp_path) -> Non
     assert "secret-pw" not in outcome["output"]
 
 
-def test_deleting_a_device_takes_its_rows_and_tokens_but_keeps_the_shared_lid_map(postgres_server, store_db,
-                                                                                  refusing_proxy, tmp_path) -> None:
+def test_deleting_a_device_takes_its_rows_and_tokens_but_keeps_the_shared_lid_map(
+        postgres_server, store_db, refusing_proxy, tmp_path) -> None:
     database, url = store_db
     assert run(refusing_proxy, tmp_path, url, tag="schema")["rc"] == 0
     mine, other = f"{PHONE}:7@s.whatsapp.net", f"{OTHER_PHONE}:3@s.whatsapp.net"
@@ -198,10 +198,12 @@ def test_deleting_a_device_takes_its_rows_and_tokens_but_keeps_the_shared_lid_ma
     add_device(postgres_server, database, other, lid="222222222222222:3@lid")
     for jid in (mine, other):
         postgres_server.psql(
-            f"INSERT INTO whatsmeow_contacts (our_jid, their_jid, push_name) VALUES ('{jid}', 'x@s.whatsapp.net', 'x');"
+            f"INSERT INTO whatsmeow_contacts (our_jid, their_jid, push_name) "
+            f"VALUES ('{jid}', 'x@s.whatsapp.net', 'x');"
             f"INSERT INTO whatsmeow_privacy_tokens (our_jid, their_jid, token, timestamp) "
             f"VALUES ('{jid}', 'x@s.whatsapp.net', decode('01','hex'), 1)", database=database)
-    postgres_server.psql("INSERT INTO whatsmeow_lid_map (lid, pn) VALUES ('333', '4915100000003')", database=database)
+    postgres_server.psql("INSERT INTO whatsmeow_lid_map (lid, pn) VALUES ('333', '4915100000003')",
+                         database=database)
 
     with session_store.connection(url) as conn:
         assert session_store.device_exists(conn, mine)
@@ -210,8 +212,9 @@ def test_deleting_a_device_takes_its_rows_and_tokens_but_keeps_the_shared_lid_ma
         assert session_store.delete_device(conn, mine) == 0  # twice is harmless
         assert session_store.devices(conn) == [other]
     for table, column in (("whatsmeow_contacts", "our_jid"), ("whatsmeow_privacy_tokens", "our_jid")):
-        assert count(postgres_server, database, f"SELECT count(*) FROM {table} WHERE {column} = '{mine}'") == 0
-        assert count(postgres_server, database, f"SELECT count(*) FROM {table} WHERE {column} = '{other}'") == 1
+        rows = f"SELECT count(*) FROM {table} WHERE {column} = "
+        assert count(postgres_server, database, rows + f"'{mine}'") == 0
+        assert count(postgres_server, database, rows + f"'{other}'") == 1
     assert count(postgres_server, database, "SELECT count(*) FROM whatsmeow_lid_map") == 1
 
 
