@@ -116,7 +116,9 @@ def on_error(r: redis.Redis, session: SessionRecord, data: dict, at: float, reco
 
 def on_stopping(r: redis.Redis, session: SessionRecord, data: dict, at: float, record: dict) -> Change:
     current = sessions.get_session(r, session["id"])
-    status = "stopped" if current and current.get("desired") == "stopped" else "disconnected"
+    # a session being moved (waorch.fleet.moving) is not stopped: its messages wait for it
+    stopped = current and current.get("desired") == "stopped" and not current.get("moving")
+    status = "stopped" if stopped else "disconnected"
     changed = sessions.transition(r, session["id"], status, event=record)
     lifecycle.after_change(r, session["id"], changed)
     return changed

@@ -56,8 +56,10 @@ class SessionRecord(TypedDict, total=False):
     proxy_url: str
     profile: dict[str, Any]
     salt: str
-    jid: str
+    jid: str  # the full device JID (`491700000001:7@s.whatsapp.net`) since issue 13
     last_error: str
+    moving: str  # unix time a `waorch session move` began; "" or absent when none
+    node_labels: str
     created_at: float | None
     started_at: float | None
     status_at: float | None
