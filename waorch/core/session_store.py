@@ -63,8 +63,9 @@ def parse(value: str) -> str:
     except ValueError:
         raise ValueError("WAORCH_SESSION_STORE is not a valid URL") from None
     if parts.scheme.lower() not in POSTGRES_SCHEMES:
-        raise ValueError("WAORCH_SESSION_STORE must be `file` or a postgres://user:pass@host:port/db URL, "
-                         f"not {redact(value)!r}")
+        # not echoed: a libpq `host=... password=...` string would show its password
+        raise ValueError("WAORCH_SESSION_STORE must be `file` or a postgres://user:pass@host:port/db URL "
+                         f"(got a value starting {value[:8]!r}...; key=value strings are not accepted)")
     if not parts.hostname or not parts.path.strip("/"):
         raise ValueError(f"WAORCH_SESSION_STORE needs a host and a database name ({redact(value)})")
     return value

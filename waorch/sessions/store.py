@@ -85,9 +85,9 @@ class StoreReport:
     pending_deletions: int = 0
 
 
-def inspect(r: redis.Redis) -> StoreReport:
-    """Reach the store and compare it with the registry; StoreUnavailable when it cannot."""
-    url = configured()
+def inspect(r: redis.Redis, url: str, transport: str) -> StoreReport:
+    """Reach the store at `url` and compare it with the registry (sessions of `transport`);
+    StoreUnavailable when it cannot."""
     report = StoreReport(where=session_store.redact(url))
     report.pending_deletions = r.zcard(keys.STORE_FORGET)
     registered = sessions.list_sessions(r)
@@ -97,7 +97,7 @@ def inspect(r: redis.Redis) -> StoreReport:
         sim = set(session_store.sim_sessions(conn))
     report.devices, report.sim_sessions = len(stored), len(sim)
     recorded = set()
-    neonize = settings.get().transport == "neonize"
+    neonize = transport == "neonize"
     for session in registered:
         jid = session.get("jid") or ""
         if session_store.parse_jid(jid) is None:
