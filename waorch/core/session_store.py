@@ -157,7 +157,12 @@ def parse_jid(text: str) -> DeviceJid | None:
 # --- whatsmeow's tables -------------------------------------------------------------------------
 
 def table_exists(conn: Any, name: str) -> bool:
-    return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()[0]
+    # a scan of pg_class, not to_regclass(): inside a transaction that began before another
+    # connection created the table, to_regclass can keep answering "none" (no lock is taken, so
+    # the catalog cache is not refreshed), while a query sees every committed row
+    return conn.execute("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+                        "ON n.oid = c.relnamespace WHERE c.relname = %s AND c.relkind = 'r' "
+                        "AND n.nspname = current_schema())", (name,)).fetchone()[0]
 
 
 def whatsmeow_version(conn: Any) -> int | None:

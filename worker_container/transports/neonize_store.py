@@ -55,18 +55,22 @@ def ensure_schema(nz: SimpleNamespace, url: str, session_id: str) -> bool:
             log.info("creating/upgrading whatsmeow's tables in %s (neonize %s)",
                      session_store.redact(url), version)
             try:
-                # whatsmeow's sqlstore.New runs the upgrade, then lists the devices. neonize's parsing
-                # of that list fails on push names with a comma: the upgrade is done by then.
+                # whatsmeow's sqlstore.New runs the upgrade (on its own connection), then lists the
+                # devices. neonize's parsing of that list fails on push names with a comma: the
+                # upgrade is done by then. Its pool stays open until this process ends (one
+                # connection, in the one worker that did this).
                 schema_url = session_store.whatsmeow_url(url, f"{session_id}-schema")
                 nz.ClientFactory.get_all_devices_from_db(schema_url)
             except ValueError:
                 log.debug("device listing not parsed (the upgrade ran)", exc_info=True)
-        if session_store.whatsmeow_version(conn) is None:
-            raise session_store.StoreUnavailable(f"whatsmeow could not create its tables in "
-                                                 f"{session_store.redact(url)} (see the worker log)")
-        conn.execute(f"CREATE TABLE IF NOT EXISTS {META_TABLE} (name text PRIMARY KEY, value text NOT NULL)")
-        conn.execute(f"INSERT INTO {META_TABLE} (name, value) VALUES (%s, %s) "
-                     "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value", (META_KEY, version))
+            if session_store.whatsmeow_version(conn) is None:
+                raise session_store.StoreUnavailable(f"whatsmeow could not create its tables in "
+                                                     f"{session_store.redact(url)} (see the worker log)")
+            # recorded before the lock is released: the next worker waiting for it then skips
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {META_TABLE} "
+                         "(name text PRIMARY KEY, value text NOT NULL)")
+            conn.execute(f"INSERT INTO {META_TABLE} (name, value) VALUES (%s, %s) "
+                         "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value", (META_KEY, version))
     return True
 
 

@@ -176,6 +176,9 @@ def test_workers_starting_together_on_an_empty_database_create_the_schema_once(
         assert outcome["rc"] == 0, outcome["output"]
         assert "STORE_UNAVAILABLE" not in outcome["output"]
     assert count(postgres_server, database, "SELECT count(*) FROM waorch_store_meta") == 1
+    # one of them created the tables; the others waited for its lock and found them (neonize's
+    # import makes the root logger print INFO lines)
+    assert sum("creating/upgrading whatsmeow's tables" in o["output"] for o in results) == 1
 
 
 def test_an_unreachable_store_refuses_the_start(refusing_proxy, tmp_path) -> None:
