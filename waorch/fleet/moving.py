@@ -73,7 +73,7 @@ def worker_gone(r: redis.Redis, session_id: str, now: float) -> tuple[bool, str]
         state = get_runner().list().get(session_id)
     except RunnerUnavailable as exc:
         state = None
-        log.warning("move: runner unavailable (%s); judging by PINGs alone", exc)
+        log.debug("move: runner unavailable (%s); judging by PINGs alone", exc)
     if state in ALIVE:
         return False, f"the runner still runs it ({state})"
     session = sessions.get_session(r, session_id)
