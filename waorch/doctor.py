@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import redis
 
-from waorch.core import jobs, keys, redis_urls, settings
+from waorch.core import jobs, keys, redis_urls, session_store, settings
 from waorch.core.settings import Settings
 from waorch.metrics import celery_tasks as task_metrics
 from waorch.metrics.collector import CELERY_QUEUES
@@ -21,6 +21,7 @@ from waorch.proxies import health as proxy_health
 from waorch.proxies.pool import ProxyPool, proxy_id, redact
 from waorch.runners.process import HEARTBEAT
 from waorch.sessions import profiles
+from waorch.sessions import store as store_check
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 MIN_REDIS = (6, 2)
@@ -143,6 +144,45 @@ def check_runner(r: redis.Redis | None, conf: Settings) -> list[Finding]:
     return [Finding("runner", FAIL if active else WARN,
                     f"process runner: no `waorch supervisor` heartbeat ({active} sessions should run)",
                     "start `waorch supervisor` (exactly one per Redis), or use WAORCH_RUNNER=docker")]
+
+
+def check_session_store(r: redis.Redis, conf: Settings) -> list[Finding]:
+    """WAORCH_SESSION_STORE: valid; for PostgreSQL reachable, its schema there, the devices of
+    registered sessions in it (docs/session-store.md)."""
+    try:
+        url = session_store.parse(conf.session_store)
+    except ValueError as exc:
+        return [Finding("session store", FAIL, str(exc),
+                        "set WAORCH_SESSION_STORE to `file` or a postgres:// URL")]
+    if url == session_store.FILE:
+        return [Finding("session store", OK, "file: each session's device lives in its data directory "
+                                             "(it cannot move to another host)")]
+    try:
+        report = store_check.inspect(r, url, conf.transport)
+    except session_store.StoreUnavailable as exc:
+        return [Finding("session store", FAIL, str(exc),
+                        "start PostgreSQL (or PgBouncer) and check the URL, its user and password")]
+    found = [Finding("session store", OK, f"{report.where} reachable: {report.devices} whatsmeow devices, "
+                                          f"{report.sim_sessions} sim sessions")]
+    if conf.transport == "neonize" and report.whatsmeow_version is None:
+        found.append(Finding("session store schema", WARN, "whatsmeow's tables do not exist yet",
+                             "the first neonize worker creates them (under a lock); nothing to do"))
+    if report.missing:
+        found.append(Finding("session store devices", FAIL,
+                             f"{len(report.missing)} sessions' devices are not in the store: "
+                             f"{', '.join(report.missing[:10])}",
+                             "those sessions pair again (a new QR): restore the store from a backup if it "
+                             "was lost, or check WAORCH_SESSION_STORE names the right database"))
+    if report.unknown:
+        found.append(Finding("session store devices", WARN,
+                             f"{len(report.unknown)} devices in the store belong to no session",
+                             "left by deleted sessions before their deletion ran, or another "
+                             "deployment shares the database"))
+    if report.pending_deletions:
+        found.append(Finding("session store deletions", OK if report.pending_deletions < 100 else WARN,
+                             f"{report.pending_deletions} deleted sessions' devices wait for deletion",
+                             "the watchdog deletes them once their workers are gone"))
+    return found
 
 
 def check_engine(conf: Settings, timeout: float = 5.0) -> list[Finding]:
@@ -277,6 +317,7 @@ def run_checks(conf: Settings | None = None, celery_timeout: float = 3.0) -> lis
             return found + (check_engine(conf) if conf.runner == "docker" else [])
         found += check_persistence(r, conf)
         found += check_runner(r, conf)
+        found += check_session_store(r, conf)
         found += check_proxies(r, conf)
         found += check_profiles(r, conf)
         found += check_celery(r, celery_timeout, broker_url=conf.redis_url)

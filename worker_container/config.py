@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from waorch.core import session_store
 from worker_container.transports.base import CONFIG_INVALID, PROXY_FAILED
 
 KNOWN_TRANSPORTS = ("neonize", "sim")
@@ -163,6 +164,8 @@ class WorkerConfig:
     sim_wire: str = ""
     ping_interval: float = 15.0
     claim_wait: float = 25.0
+    session_store: str = field(default=session_store.FILE, repr=False)  # `file` or a postgres:// URL
+    device_jid: str = ""
 
     @property
     def session_dir(self) -> str:
@@ -177,7 +180,8 @@ class WorkerConfig:
         """One log line about this configuration, with credentials redacted."""
         return (f"session={self.session_id} transport={self.transport} phone={self.phone or '-'} "
                 f"proxy={redact_url(self.proxy_url) or '-'} orchestrator={self.orchestrator_url} "
-                f"dir={self.session_dir} ping={self.ping_interval:g}s claim_wait={self.claim_wait:g}s")
+                f"dir={self.session_dir} ping={self.ping_interval:g}s claim_wait={self.claim_wait:g}s "
+                f"store={session_store.redact(self.session_store)} device={self.device_jid or '-'}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> WorkerConfig:
@@ -216,6 +220,13 @@ class WorkerConfig:
             parts = urlsplit(webhook_url)
             orchestrator_url = f"{parts.scheme}://{parts.netloc}"
         sessions_dir = _get(environ, "SESSIONS_DIR") or "/app/sessions"
+        try:
+            store = session_store.parse(_get(environ, "SESSION_STORE"))
+        except ValueError as exc:
+            raise ConfigError("SESSION_STORE", str(exc)) from None
+        device_jid = _get(environ, "DEVICE_JID")
+        if device_jid and session_store.parse_jid(device_jid) is None:
+            raise ConfigError("DEVICE_JID", "must be a device JID like 491700000001:7@s.whatsapp.net")
 
         return cls(
             session_id=session_id,
@@ -231,4 +242,6 @@ class WorkerConfig:
             sim_wire=sim_wire,
             ping_interval=_seconds(environ, "PING_INTERVAL", 15.0, MAX_PING_INTERVAL),
             claim_wait=_seconds(environ, "CLAIM_WAIT", 25.0, MAX_CLAIM_WAIT),
+            session_store=store,
+            device_jid=device_jid,
         )

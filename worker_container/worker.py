@@ -192,7 +192,7 @@ class Worker:
             return False
         tconfig = TransportConfig(session_id=c.session_id, phone=c.phone, proxy_url=c.proxy_url,
                                   session_dir=c.session_dir, profile=c.profile, keep_alive=c.keep_alive,
-                                  sim_wire=c.sim_wire)
+                                  sim_wire=c.sim_wire, store=c.session_store, device_jid=c.device_jid)
         try:
             self.transport = cls(tconfig, self.emit)
             self.transport.start()

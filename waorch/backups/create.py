@@ -29,10 +29,12 @@ from typing import IO, Any
 import redis
 
 from waorch import __version__
+from waorch.backups import store_dump
 from waorch.core import keys, settings
 from waorch.runners.process import HEARTBEAT as SUPERVISOR_HEARTBEAT
 from waorch.runners.process import LOCK as SUPERVISOR_LOCK
 from waorch.sessions import registry as sessions
+from waorch.sessions import store as session_store
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +94,11 @@ def backup_dir() -> Path:
 
 def sessions_root() -> Path:
     return sessions.sessions_root()
+
+
+def store_url() -> str | None:
+    """The PostgreSQL session store to back up and restore, None for `file` (WAORCH_SESSION_STORE)."""
+    return session_store.configured() if session_store.uses_postgres() else None
 
 
 # --- shared machinery ---------------------------------------------------------------------------
@@ -191,8 +198,9 @@ def _write_members(r: redis.Redis, tar: tarfile.TarFile, source: Path, spool_dir
         count = _dump_redis(r, spool)
         files[REDIS_MEMBER] = _add_spool(tar, REDIS_MEMBER, spool, 0o600, when.timestamp())
     ids, unstable, skipped = _add_sessions(tar, source, files, dirs, spool_dir)
+    store = _add_store(tar, files, dirs, spool_dir, when)
     info = r.info("server")
-    return {
+    return {**({"store": store} if store else {}),
         "format": FORMAT, "format_version": FORMAT_VERSION, "waorch_version": __version__,
         "created_at": when.isoformat(), "created_at_unix": when.timestamp(),
         "redis": {"keys": count, "version": info.get("redis_version", ""),
@@ -225,6 +233,24 @@ def _dump_redis(r: redis.Redis, out: IO[bytes]) -> int:
                         "pttl": pttl if pttl > 0 else -1, "dump": base64.b64encode(payload).decode()}
                 out.write(json.dumps(line, separators=(",", ":")).encode() + b"\n")
     return len(seen)
+
+
+def _add_store(tar: tarfile.TarFile, files: dict, dirs: list, spool_dir: Path, when: datetime) -> dict | None:
+    """The PostgreSQL session store's tables (waorch/backups/store_dump.py); None with `file`."""
+    url = store_url()
+    if url is None:
+        return None
+    _add_dir(tar, store_dump.STORE, 0o700, when.timestamp())
+    dirs.append(store_dump.STORE)
+
+    def write_member(name: str, chunks: Iterator[bytes]) -> int:
+        with tempfile.SpooledTemporaryFile(_SPOOL_MAX, dir=spool_dir) as spool:
+            for chunk in chunks:
+                spool.write(chunk)
+            files[name] = _add_spool(tar, name, spool, 0o600, when.timestamp())
+        return files[name]["size"]
+
+    return store_dump.dump(url, write_member)
 
 
 def _add_sessions(tar: tarfile.TarFile, source: Path, files: dict, dirs: list,

@@ -27,6 +27,7 @@ from typing import IO
 
 import redis
 
+from waorch.backups import store_dump
 from waorch.backups.create import (
     FORMAT,
     FORMAT_VERSION,
@@ -46,6 +47,7 @@ from waorch.backups.create import (
     exclusive,
     is_skipped_key,
     sessions_root,
+    store_url,
 )
 
 _BATCH = 500
@@ -79,12 +81,27 @@ def restore_backup(r: redis.Redis, archive: Path, *, sessions_dir: Path | None =
             manifest = _read_archive(archive, stage)
             _check_no_eviction(rb)
             staged = _stage_keys(rb, _records(stage / REDIS_MEMBER, manifest), ours, manifest)
-            removed = _swap(rb, target, stage, staged, ours)
+            # the store's tables load into a transaction held open across the swap, committed last
+            with store_dump.staged(store_url(), manifest, stage) as store:
+                removed = _swap(rb, target, stage, staged, ours)
+                _commit_store(store, target)
+        except store_dump.StoreRestoreError as exc:
+            raise RestoreFailed(f"{exc}; nothing was changed") from None
         finally:
             _drop(rb, [name for name, _, _ in staged] + [ours + b"!marker"])
             shutil.rmtree(stage, ignore_errors=True)
     return {"archive": str(archive), "created_at": manifest.get("created_at"), "keys": len(staged),
-            "removed_keys": removed, "sessions": manifest["sessions"]["ids"], "sessions_dir": str(target)}
+            "removed_keys": removed, "sessions": manifest["sessions"]["ids"], "sessions_dir": str(target),
+            "store_tables": sorted((manifest.get("store") or {}).get("tables", {}))}
+
+
+def _commit_store(store: object, target: Path) -> None:
+    """Make the staged store live: the last step, after Redis and the sessions directory."""
+    try:
+        store.commit()
+    except Exception as exc:  # noqa: BLE001 - any failure here leaves the same uncertain state
+        raise RestoreUncertain(f"Redis and {target} hold the archive's state, but the session store did not "
+                               f"commit ({type(exc).__name__}: {exc}); restore again") from exc
 
 
 def check_stack_stopped(r: redis.Redis) -> None:
@@ -154,7 +171,8 @@ def _safe_name(name: str) -> str:
     if (not name or name.startswith("/") or "\\" in name or "\x00" in name
             or any(p in ("", ".", "..") for p in parts)):
         raise ArchiveRefused(f"unsafe member name {name!r} (absolute, empty or with `..`)")
-    if name not in (MANIFEST, "redis", REDIS_MEMBER, SESSIONS) and parts[0] != SESSIONS:
+    if name not in (MANIFEST, "redis", REDIS_MEMBER, SESSIONS) and \
+            parts[0] not in (SESSIONS, store_dump.STORE):
         raise ArchiveRefused(f"unexpected member {name!r}: not part of a waorch backup")
     return name
 
@@ -187,6 +205,10 @@ def _parse_manifest(data: bytes) -> dict:
              and isinstance(manifest["sessions"].get("ids"), list))
     if not valid:
         raise ArchiveRefused("manifest.json lacks files, dirs, redis.keys or sessions.ids")
+    try:
+        store_dump.check_manifest(manifest)
+    except ValueError as exc:
+        raise ArchiveRefused(str(exc)) from None
     return manifest
 
 

@@ -35,15 +35,18 @@ def _policy(ctx: click.Context, param: click.Parameter, value: Path | None) -> P
               callback=_policy, help="Anti-ban policy file (JSON or YAML).")
 @click.option("--workers", type=click.IntRange(1, 32), default=1, show_default=True,
               help="Celery worker processes.")
-@click.option("--no-sim", is_flag=True, help="Do not start the simulator (real WhatsApp only).")
+@click.option("--no-sim", is_flag=True,
+              help="Do not start a simulator: real WhatsApp, or the external simulator that "
+                   "WAORCH_SIM_URL and WAORCH_SIM_WIRE name (`waorch sim` started elsewhere).")
 @click.option("--demo", is_flag=True,
               help="Also start 3 demo SOCKS5 proxies and a few sandbox sessions paired by the simulator.")
 def command(state_dir: Path | None, port: int | None, bind: str | None, policy: Path | None,
             workers: int, no_sim: bool, demo: bool) -> None:
     """Start gateway, Celery workers, beat, Flower, simulator and process runner; Ctrl-C stops all."""
     conf = settings.load()
-    if demo and no_sim:
-        raise click.UsageError("--demo pairs its sessions in the simulator: it cannot go with --no-sim")
+    if demo and no_sim and not (conf.sim_url and conf.sim_wire):
+        raise click.UsageError("--demo pairs its sessions in the simulator: with --no-sim it needs an "
+                               "external one (WAORCH_SIM_URL and WAORCH_SIM_WIRE)")
     options = RunOptions(
         state_dir=state_dir or Path(conf.state_dir), port=port or conf.port, bind=bind or conf.bind,
         policy=policy, workers=workers, sim=not no_sim, demo=demo,

@@ -1,4 +1,4 @@
-"""`waorch session create|list|show|restart|delete`: sessions from the command line."""
+"""`waorch session create|list|show|restart|move|delete`: sessions from the command line."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import click
 
 from waorch.core.phones import InvalidPhone, normalize
 from waorch.core.redis_client import get_redis
-from waorch.fleet import lifecycle
+from waorch.fleet import lifecycle, moving
 from waorch.sessions import profiles
 from waorch.sessions import registry as sessions
 
@@ -66,10 +66,31 @@ def restart(session_id: str) -> None:
     click.echo(f"restarting {session_id}")
 
 
+@command.command("move")
+@click.argument("session_id")
+@click.option("--to", "to", default="", metavar="LABELS",
+              help="Node labels key=value[,...] to place it on (swarm runner); without it, a fresh "
+                   "start (process runner: with a fresh data directory).")
+@click.option("--wait", type=click.FloatRange(min=1), default=moving.DEFAULT_WAIT, show_default=True,
+              help="Seconds to wait for the old worker to be gone.")
+def move(session_id: str, to: str, wait: float) -> None:
+    """Stop the worker, wait until it is gone, start it elsewhere; it logs in again without a QR
+    (needs WAORCH_SESSION_STORE=postgres://...)."""
+    try:
+        result = moving.move_session(get_redis(), session_id, to=to, wait=wait,
+                                     progress=lambda text: click.echo(text, err=True))
+    except (moving.MoveRefused, moving.MoveTimeout, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if result.old_data:
+        click.echo(f"old data directory kept in {result.old_data}", err=True)
+    click.echo(f"moved {session_id} ({result.placement}) after {result.waited:.0f}s")
+
+
 @command.command("delete")
 @click.argument("session_id")
 def delete(session_id: str) -> None:
-    """Delete the session and its worker (its data directory stays)."""
+    """Delete the session and its worker (its data directory stays; its device leaves a
+    PostgreSQL session store once the worker is gone)."""
     if not lifecycle.delete_session(get_redis(), session_id):
         raise click.ClickException(f"no session {session_id}")
     click.echo(f"deleted {session_id}")

@@ -57,6 +57,8 @@ def session_events(session_id: str) -> str:
 SESSIONS_ALL = "sessions:all"  # SET of every session id (desired or not)
 # HASH deleted session id -> JSON {phone, tenant, at}: its unsent messages still to reroute
 SESSIONS_GONE = "sessions:gone"
+# ZSET JSON {session, jid} -> earliest time its device is deleted from a PostgreSQL session store
+STORE_FORGET = "store:forget"
 
 
 def session_by_phone(phone: str) -> str:

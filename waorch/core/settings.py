@@ -47,6 +47,7 @@ class Settings:
     transport: str = setting("WAORCH_TRANSPORT", "sim", "Transport given to session workers: `sim` or `neonize`.")
     sim_url: str = setting("WAORCH_SIM_URL", "", "Simulator HTTP API (set by `waorch run`).")
     sim_wire: str = setting("WAORCH_SIM_WIRE", "", "Simulator wire address host:port (set by `waorch run`).")
+    session_store: str = setting("WAORCH_SESSION_STORE", "file", "Where session device stores live: `file` (`<WAORCH_DATA_DIR>/sessions/<id>`) or a `postgres://` URL shared by every session (docs/session-store.md).")
     sim_autopair: str = setting("WAORCH_SIM_AUTOPAIR", "0", "1: `waorch sim` pairs every session as soon as it shows a QR.")
     rate_limit: float = setting("WAORCH_RATE_LIMIT", "50", "Global accepted sends per second per tenant (token bucket).")
     rate_burst: int = setting("WAORCH_RATE_BURST", "200", "Token bucket size of the global rate limit.")

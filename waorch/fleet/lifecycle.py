@@ -20,6 +20,7 @@ from waorch.runners import actions as runner_actions
 from waorch.sending import rerouting
 from waorch.sessions import profiles
 from waorch.sessions import registry as sessions
+from waorch.sessions import store as session_store
 from waorch.sessions.registry import SessionRecord
 
 log = logging.getLogger(__name__)
@@ -90,10 +91,14 @@ def stop_session(r: redis.Redis, session_id: str, status: str = "stopped", reaso
 
 
 def delete_session(r: redis.Redis, session_id: str) -> bool:
-    """Forget the session, free its proxy slot (sticky mapping kept), remove its worker; data stays."""
+    """Forget the session, free its proxy slot (sticky mapping kept), remove its worker; its data
+    directory stays, its device in a PostgreSQL session store goes once the worker is gone."""
+    session = sessions.get_session(r, session_id)
     phone = sessions.unregister(r, session_id)
     if phone is None:
         return False
+    if session is not None:
+        session_store.forget_later(r, session)
     rerouting.after_session_deleted(r, session_id, phone)  # its unsent messages go elsewhere
     runner_actions.run(r, {"id": session_id}, "remove")
     alert_events.resolve(r, alert_events.SESSION_DOWN, session_id, f"session {session_id} deleted")

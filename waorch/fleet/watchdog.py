@@ -18,6 +18,7 @@ from waorch.fleet import lifecycle, proxy_failover
 from waorch.proxies.pool import ProxyPool, proxy_id, proxy_sessions_key
 from waorch.runners import ALIVE, Runner, RunnerUnavailable, get_runner
 from waorch.sessions import registry as sessions
+from waorch.sessions import store as session_store
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,9 @@ def reconcile(r: redis.Redis, runner: Runner | None = None, now: float | None = 
             report["removed"].append(session_id)
         except RunnerUnavailable as exc:
             log.warning("watchdog could not remove orphan %s: %s", session_id, exc)
+    # deleted sessions' devices leave a PostgreSQL store once their worker is gone
+    report["forgotten"] = session_store.forget_due(
+        r, {sid for sid, state in actual.items() if state in ALIVE}, now)
 
     return report
 

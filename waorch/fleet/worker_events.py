@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 INBOUND_KEEP = 1000  # inbound messages kept per session
 DEFAULT_PAUSE = 3600.0  # RESTRICTED without an `until`: pause this long
-_ERROR_STATUS = {"BANNED": "banned", "LOGGED_OUT": "logged_out"}
+# DEVICE_MISSING: the registry's device is not in the PostgreSQL session store; it pairs again
+_ERROR_STATUS = {"BANNED": "banned", "LOGGED_OUT": "logged_out", "DEVICE_MISSING": "logged_out"}
 _SECRET_DATA = ("qr", "code")  # login material: kept out of the event history
 
 Change = tuple[str, str] | None  # (old status, new status) of the registry; None: unknown session
@@ -115,7 +116,9 @@ def on_error(r: redis.Redis, session: SessionRecord, data: dict, at: float, reco
 
 def on_stopping(r: redis.Redis, session: SessionRecord, data: dict, at: float, record: dict) -> Change:
     current = sessions.get_session(r, session["id"])
-    status = "stopped" if current and current.get("desired") == "stopped" else "disconnected"
+    # a session being moved (waorch.fleet.moving) is not stopped: its messages wait for it
+    stopped = current and current.get("desired") == "stopped" and not current.get("moving")
+    status = "stopped" if stopped else "disconnected"
     changed = sessions.transition(r, session["id"], status, event=record)
     lifecycle.after_change(r, session["id"], changed)
     return changed

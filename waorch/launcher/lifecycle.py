@@ -95,7 +95,13 @@ class Launcher:
         secret = self.state.secret_key()
         flower_auth, flower_new = self.state.flower_auth()
         socks_password = self.state.socks_password()
-        self.endpoints = endpoints = choose_endpoints(opts)
+        try:
+            self.endpoints = endpoints = choose_endpoints(opts)
+        except ValueError as exc:
+            raise LaunchError(str(exc)) from exc
+        if endpoints.sim_is_external:
+            self.echo(f"waorch run: using the external simulator at {endpoints.sim_url} "
+                      f"(wire {endpoints.sim_wire})")
         redis_url = self._redis(dict(os.environ))
         env = child_environment(opts, self.state, endpoints, redis_url, secret)
         self._adopt_environment(env)
@@ -118,7 +124,7 @@ class Launcher:
             "dashboard_url": f"{endpoints.api_root}/dashboard",
             "docs_url": f"{endpoints.api_root}/api/docs",
             "flower_url": endpoints.flower_url,
-            "sim_url": endpoints.sim_url if "sim" in self.children else "",
+            "sim_url": endpoints.sim_url if "sim" in self.children or endpoints.sim_is_external else "",
             "redis_url": redis_url,
             "state_dir": str(self.state.root),
             "pid": os.getpid(),

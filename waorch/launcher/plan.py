@@ -56,6 +56,9 @@ class Endpoints:
     sim_port: int | None
     wire_port: int | None
     proxies: list[tuple[str, int]] = field(default_factory=list)
+    # `--no-sim` with WAORCH_SIM_URL and WAORCH_SIM_WIRE: a simulator started elsewhere
+    external_sim_url: str = ""
+    external_sim_wire: str = ""
 
     @property
     def public_host(self) -> str:
@@ -71,11 +74,27 @@ class Endpoints:
 
     @property
     def sim_url(self) -> str:
-        return f"http://127.0.0.1:{self.sim_port}" if self.sim_port else ""
+        return f"http://127.0.0.1:{self.sim_port}" if self.sim_port else self.external_sim_url
 
     @property
     def sim_wire(self) -> str:
-        return f"127.0.0.1:{self.wire_port}" if self.wire_port else ""
+        return f"127.0.0.1:{self.wire_port}" if self.wire_port else self.external_sim_wire
+
+    @property
+    def sim_is_external(self) -> bool:
+        return bool(self.external_sim_url)
+
+
+def external_simulator() -> tuple[str, str]:
+    """(WAORCH_SIM_URL, WAORCH_SIM_WIRE) of a simulator started elsewhere (`waorch sim` on one
+    host, shared by every host's `waorch run --no-sim`: SPEC section 11); ("", "") when unset.
+    Both or neither: a ValueError names the missing one."""
+    url, wire = os.environ.get("WAORCH_SIM_URL", "").strip(), os.environ.get("WAORCH_SIM_WIRE", "").strip()
+    if bool(url) != bool(wire):
+        missing = "WAORCH_SIM_WIRE" if url else "WAORCH_SIM_URL"
+        raise ValueError("an external simulator needs both WAORCH_SIM_URL and WAORCH_SIM_WIRE; "
+                         f"{missing} is unset")
+    return url.rstrip("/"), wire
 
 
 def command_available(name: str) -> bool:
@@ -97,6 +116,8 @@ def choose_endpoints(options: RunOptions) -> Endpoints:
     if options.sim:
         endpoints.sim_port = pick("127.0.0.1", options.port + 2, taken)
         endpoints.wire_port = pick("127.0.0.1", options.port + 3, taken)
+    else:
+        endpoints.external_sim_url, endpoints.external_sim_wire = external_simulator()
     if options.demo:
         for host in DEMO_PROXY_HOSTS:
             endpoints.proxies.append((host, pick(host, 1080, set())))
@@ -120,7 +141,8 @@ def child_environment(options: RunOptions, state: StateDir, endpoints: Endpoints
         "WAORCH_SIM_URL": endpoints.sim_url,
         "WAORCH_SIM_WIRE": endpoints.sim_wire,
         "WAORCH_RUNNER": os.environ.get("WAORCH_RUNNER", "process"),
-        "WAORCH_TRANSPORT": os.environ.get("WAORCH_TRANSPORT", "sim" if options.sim else "neonize"),
+        "WAORCH_TRANSPORT": os.environ.get("WAORCH_TRANSPORT",
+                                           "sim" if options.sim or endpoints.sim_is_external else "neonize"),
         "PYTHONUNBUFFERED": "1",
     })
     if options.policy:

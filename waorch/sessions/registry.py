@@ -16,7 +16,7 @@ from typing import Any, Literal, TypedDict, get_args
 
 import redis
 
-from waorch.core import keys, lua, settings, signing
+from waorch.core import keys, lua, session_store, settings, signing
 from waorch.proxies.pool import proxy_id, redact
 from waorch.webhooks import events as client_events
 
@@ -56,8 +56,10 @@ class SessionRecord(TypedDict, total=False):
     proxy_url: str
     profile: dict[str, Any]
     salt: str
-    jid: str
+    jid: str  # the full device JID (`491700000001:7@s.whatsapp.net`) since issue 13
     last_error: str
+    moving: str  # unix time a `waorch session move` began; "" or absent when none
+    node_labels: str
     created_at: float | None
     started_at: float | None
     status_at: float | None
@@ -178,6 +180,9 @@ def worker_environment(session: SessionRecord, sessions_dir: str | None = None) 
         "SIM_WIRE": conf.sim_wire,
         "ORCHESTRATOR_URL": base,
         "PING_INTERVAL": str(conf.ping_interval),
+        "SESSION_STORE": conf.session_store,
+        # the device a PostgreSQL store resumes; the worker checks it is there before using it
+        "DEVICE_JID": jid if session_store.parse_jid(jid := session.get("jid") or "") else "",
     }
 
 

@@ -31,6 +31,7 @@ BANNED = "BANNED"
 CONNECTION_LOST = "CONNECTION_LOST"
 CONFIG_INVALID = "CONFIG_INVALID"
 TRANSPORT_UNAVAILABLE = "TRANSPORT_UNAVAILABLE"
+STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,8 @@ class TransportConfig:
     profile: dict[str, Any] = field(default_factory=dict)  # linked-device profile
     keep_alive: bool = True
     sim_wire: str = ""  # host:port of the simulator's wire (sim transport only)
+    store: str = field(default="file", repr=False)  # `file` or a postgres:// URL (SESSION_STORE)
+    device_jid: str = ""  # the registry's device JID of this session (DEVICE_JID), "" if none
 
 
 @dataclass(frozen=True)

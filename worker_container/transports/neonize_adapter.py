@@ -19,12 +19,16 @@ from types import SimpleNamespace
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from waorch.core import session_store
+from worker_container.store import DEVICE_MISSING
+from worker_container.transports import neonize_store
 from worker_container.transports.base import (
     BANNED,
     CONFIG_INVALID,
     CONNECTION_LOST,
     LOGGED_OUT,
     PROXY_FAILED,
+    STORE_UNAVAILABLE,
     TRANSPORT_UNAVAILABLE,
     Emit,
     SendError,
@@ -105,7 +109,7 @@ def load_neonize() -> SimpleNamespace:
     try:
         from neonize import events  # noqa: PLC0415 - loads the Go library
         from neonize._binder import ProxySettings  # noqa: PLC0415 - loads the Go library
-        from neonize.client import NewClient  # noqa: PLC0415 - loads the Go library
+        from neonize.client import ClientFactory, NewClient  # noqa: PLC0415 - loads the Go library
         from neonize.exc import NeonizeError  # noqa: PLC0415 - loads the Go library
         from neonize.proto import Neonize_pb2 as proto  # noqa: PLC0415 - loads the Go library
         from neonize.proto.waCompanionReg.WAWebProtobufsCompanionReg_pb2 import DeviceProps  # noqa: PLC0415 - loads the Go library
@@ -116,6 +120,7 @@ def load_neonize() -> SimpleNamespace:
         detail = f"cannot load neonize's native library: {type(exc).__name__}: {exc}"
         raise NeonizeStartError(TRANSPORT_UNAVAILABLE, detail) from None
     return SimpleNamespace(events=events, ProxySettings=ProxySettings, NewClient=NewClient,
+                           ClientFactory=ClientFactory,
                            NeonizeError=NeonizeError, DeviceProps=DeviceProps, Message=Message,
                            ClientType=ClientType, Presence=Presence, build_jid=build_jid, proto=proto)
 
@@ -181,6 +186,9 @@ class NeonizeTransport(Transport):
         self._lost_since: float | None = None
         self._pair_requested = False
         self._stopped = False
+        self._postgres = session_store.parse(config.store) != session_store.FILE
+        self._device_jid: str | None = None  # PostgreSQL store: the device the client resumes
+        self._client_jid: str | None = None  # the device the current client was built for
         self._numbers = {"connects": 0, "connect_failures": 0, "restricted": 0, "presence_sent": 0}
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -202,6 +210,8 @@ class NeonizeTransport(Transport):
             self._refuse(exc.code, exc.detail)
         logging.getLogger("neonize.utils.log").setLevel(max(logging.INFO, logging.getLogger().level))
         os.makedirs(self.config.session_dir, mode=0o700, exist_ok=True)
+        if self._postgres:
+            self._prepare_store()
         self._client = self._new_client()
         log.info("neonize session %s via proxy %s", self.config.session_id, self._proxy.redacted)
         self._thread = threading.Thread(target=self._run, name="neonize-connect", daemon=True)
@@ -218,10 +228,37 @@ class NeonizeTransport(Transport):
         self.emit("ERROR", {"code": code, "detail": detail})
         raise NeonizeStartError(code, detail)
 
+    def _prepare_store(self) -> None:
+        """PostgreSQL store: whatsmeow's tables exist, and the device to resume is in them."""
+        try:
+            choice = neonize_store.prepare(self._nz, self.config.store, self.config.session_id,
+                                           self.config.device_jid, self.config.phone)
+        except session_store.StoreUnavailable as exc:
+            self._refuse(STORE_UNAVAILABLE, str(exc))
+        if choice.note:
+            log.warning("session store: %s", choice.note)
+        if choice.missing:
+            # the registry's device is gone (logged out, deleted, another database): say so
+            # before the QR of the new pairing appears
+            self.emit("ERROR", {"code": DEVICE_MISSING, "detail": choice.note})
+        self._device_jid = choice.jid
+
     def _new_client(self) -> Any:
         nz = self._nz
-        client = nz.NewClient(name=os.path.join(self.config.session_dir, DATABASE_NAME),
-                              props=device_props(nz, self._profile), uuid=self.config.session_id)
+        props = device_props(nz, self._profile)
+        if not self._postgres:
+            client = nz.NewClient(name=os.path.join(self.config.session_dir, DATABASE_NAME), props=props,
+                                  uuid=self.config.session_id)
+        else:
+            url = session_store.whatsmeow_url(self.config.store, self.config.session_id)
+            # Exactly one of jid= (checked to be in the store: a missing one panics the Go side)
+            # or new_device=True: without either whatsmeow resumes the database's first device.
+            if self._device_jid:
+                jid = neonize_store.jid_proto(nz, self._device_jid)
+                client = nz.NewClient(name=url, props=props, jid=jid)
+            else:
+                client = nz.NewClient(name=url, props=props, uuid=self.config.session_id, new_device=True)
+            self._client_jid = self._device_jid
         for event_name in SUBSCRIBED_EVENTS:
             client.event(getattr(nz.events, event_name))(self._on_event)
         client.event.qr(self._on_qr)
@@ -257,6 +294,9 @@ class NeonizeTransport(Transport):
         attempt = 0
         settings = whatsmeow_proxy_settings(self._nz, self._proxy)
         while not self._stopping.is_set() and self._fatal is None:
+            if self._postgres and self._device_jid != self._client_jid:
+                # paired since this client was built: a new_device client would pair once more
+                self._client = self._new_client()
             began = time.monotonic()
             self._pair_requested = False
             error = ""
@@ -309,15 +349,24 @@ class NeonizeTransport(Transport):
 
     def _on_event(self, client: Any, ev: Any) -> None:
         try:
-            me = getattr(client, "me", None)
-            own = me.JID.User if me is not None and me.JID.User else self.config.phone
+            own = self._own_jid(client) or self.config.phone
             for event, data in map_event(ev, own):
                 self._deliver(event, data)
         except Exception:  # noqa: BLE001 - never raise into Go
             log.exception("could not handle neonize event %s", type(ev).__name__)
 
+    def _own_jid(self, client: Any) -> str:
+        """The full device JID (`491700000001:7@s.whatsapp.net`): the registry keeps it, and a
+        PostgreSQL store finds the session's device by it."""
+        me = getattr(client, "me", None)
+        if me is not None and me.JID.User:
+            return neonize_store.jid_text(me.JID)
+        return ""
+
     def _deliver(self, event: str, data: dict[str, Any]) -> None:
         if event == "CONNECTED":
+            if self._postgres:
+                self._note_device(str(data.get("jid") or ""))
             self._numbers["connects"] += 1
             self._lost_since = None
             self._linked.set()
@@ -330,10 +379,30 @@ class NeonizeTransport(Transport):
                     return  # already reported this outage; whatsmeow is reconnecting
                 self._lost_since = time.monotonic()
             elif code in FATAL_CODES:
+                if code == LOGGED_OUT and self._postgres and self._device_jid:
+                    self._store_job(neonize_store.after_logout, self._device_jid)
+                    self._device_jid = None
                 self._fatal = code
                 # Stopping from inside a Go callback could deadlock: do it from our thread.
                 threading.Thread(target=self._client.stop, name="neonize-fatal-stop", daemon=True).start()
         self.emit(event, data)
+
+    def _note_device(self, jid: str) -> None:
+        if session_store.parse_jid(jid) is None or jid == self._device_jid:
+            return
+        log.info("paired as device %s", jid)
+        self._device_jid = jid
+        self._store_job(neonize_store.after_pairing, self.config.phone, jid)
+
+    def _store_job(self, job: Any, *args: str) -> None:
+        """Store work off the Go callback thread (a blocking handler stops all events)."""
+        def run() -> None:
+            try:
+                job(self.config.store, self.config.session_id, *args)
+            except Exception:  # noqa: BLE001 - bookkeeping: the session works without it
+                log.warning("session store: %s failed", job.__name__, exc_info=True)
+
+        threading.Thread(target=run, name="neonize-store", daemon=True).start()
 
     def _on_qr(self, client: Any, data: bytes) -> None:
         try:

@@ -11,11 +11,9 @@ import contextlib
 import itertools
 import json
 import logging
-import os
 import random
 import re
 import socket
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,11 +23,14 @@ from urllib.parse import urlsplit, urlunsplit
 from python_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError
 from python_socks.sync import Proxy
 
+from waorch.core.session_store import StoreUnavailable
+from worker_container.store import SIM_CREDS_FILE, SimCreds
 from worker_container.transports.base import (
     BANNED,
     CONNECTION_LOST,
     LOGGED_OUT,
     PROXY_FAILED,
+    STORE_UNAVAILABLE,
     SendError,
     SendResult,
     Transport,
@@ -38,7 +39,7 @@ from worker_container.transports.base import (
 
 log = logging.getLogger(__name__)
 
-CREDS_FILE = "sim-creds.json"
+CREDS_FILE = SIM_CREDS_FILE
 STREAM_REPLACED = "STREAM_REPLACED"
 PROTOCOL_ERROR = "PROTOCOL_ERROR"
 MAX_LINE = 1 << 20
@@ -95,6 +96,7 @@ class SimTransport(Transport):
         self._refs = itertools.count(1)
         self._last_restriction: float | None = None
         self._numbers = {"reconnects": 0, "proxy_failures": 0, "sends_ok": 0, "sends_failed": 0}
+        self._creds = SimCreds(config.store, config.session_id, config.phone, config.session_dir)
 
     # -- Transport interface ---------------------------------------------------------------
 
@@ -200,7 +202,12 @@ class SimTransport(Transport):
 
     def _session(self, sock: socket.socket) -> str:
         """Serve one connection: "again" (reconnect at once), "lost" (after login) or "failed"."""
-        creds = self._load_creds()
+        try:
+            creds = self._load_creds()
+        except StoreUnavailable as exc:
+            # never pair again for a store outage: that would cost a scan; wait and retry
+            self._emit("ERROR", {"code": STORE_UNAVAILABLE, "detail": str(exc)})
+            return "failed"
         self._write({"op": "hello", "phone": self.config.phone, "session": self.config.session_id,
                      "device": self.config.profile, "creds": creds})
         buffer = bytearray()
@@ -339,42 +346,21 @@ class SimTransport(Transport):
                 item.result = {"ok": False, "code": code, "detail": detail, "retryable": True}
                 item.done.set()
 
-    @property
-    def _creds_path(self) -> str:
-        return os.path.join(self.config.session_dir, CREDS_FILE)
-
     def _load_creds(self) -> str | None:
-        try:
-            with open(self._creds_path, encoding="utf-8") as handle:
-                data = json.load(handle)
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError):
-            log.warning("unreadable %s; pairing again", CREDS_FILE)
-            return None
-        if not isinstance(data, dict) or data.get("phone") != self.config.phone:
-            return None
-        creds = data.get("creds")
-        return creds if isinstance(creds, str) and creds else None
+        return self._creds.load()
 
     def _save_creds(self, creds: str) -> None:
-        os.makedirs(self.config.session_dir, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".sim-creds-", dir=self.config.session_dir)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump({"phone": self.config.phone, "creds": creds, "paired_at": time.time()}, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, self._creds_path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+            self._creds.save(creds)
+        except StoreUnavailable as exc:
+            # the pairing is lost with them: the next hello pairs again (a new QR)
+            self._emit("ERROR", {"code": STORE_UNAVAILABLE, "detail": f"credentials not saved: {exc}"})
 
     def _delete_creds(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._creds_path)
+        try:
+            self._creds.delete()
+        except StoreUnavailable as exc:
+            log.warning("credentials not deleted: %s", exc)
 
 
 def _proxy_detail(exc: BaseException) -> str:
