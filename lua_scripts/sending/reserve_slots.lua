@@ -6,10 +6,14 @@
 -- holds for the last 24 h plus what is already planned. A message whose recipient is in quiet
 -- hours at its slot is planned for the end of them and leaves the slot to the next message.
 -- Planning only: sending/claim.lua enforces every rule again when the message is claimed.
+-- What stays in the FIFO marks the session due for the pump (sessions:pump:due) at the time more
+-- could be planned: when the horizon reaches its next slot, when its oldest claim leaves the day
+-- window (day budget full), at once (this call's randoms ran out), and at most PUMP_RECHECK s on.
 -- KEYS[1] queue:session:<phone>, KEYS[2] session:outbox:<id>, KEYS[3] session:pacing:<id>,
--- KEYS[4] session:sendlog:<id>, KEYS[5] session:<id>
+-- KEYS[4] session:sendlog:<id>, KEYS[5] session:<id>, KEYS[6] sessions:pump:due
 -- ARGV[1] now, ARGV[2] mean interval (s), ARGV[3] jitter fraction, ARGV[4] horizon (s),
--- ARGV[5] per_day (0: none), ARGV[6..] uniform randoms in [0,1), one per slot this call may plan
+-- ARGV[5] per_day (0: none), ARGV[6] session id,
+-- ARGV[7..] uniform randoms in [0,1), one per slot this call may plan
 -- Returns {scheduled, failed ids...}
 local now = tonumber(ARGV[1])
 local interval, jitter = tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -22,7 +26,8 @@ if per_day > 0 then
                - redis.call('ZCARD', KEYS[2])
 end
 local scheduled, failed = 0, {}
-for i = 6, #ARGV do
+local PUMP_RECHECK = 300
+for i = 7, #ARGV do
   if room and room <= 0 then break end
   local slot = math.max(start, num(redis.call('HGET', KEYS[3], 'next_slot')))
   if slot > now + horizon then break end
@@ -50,6 +55,21 @@ for i = 6, #ARGV do
       if room then room = room - 1 end
     end
   end
+end
+if redis.call('LLEN', KEYS[1]) == 0 then
+  redis.call('ZREM', KEYS[6], ARGV[6])
+else
+  local due = now + PUMP_RECHECK
+  local slot = math.max(start, num(redis.call('HGET', KEYS[3], 'next_slot')))
+  if slot > now + horizon then
+    due = math.min(due, slot - horizon)
+  elseif room and room <= 0 then
+    local oldest = redis.call('ZRANGEBYSCORE', KEYS[4], above(now - DAY), '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+    if oldest[2] then due = math.min(due, math.max(now + 1, tonumber(oldest[2]) + DAY)) end
+  else
+    due = now
+  end
+  redis.call('ZADD', KEYS[6], string.format('%.6f', due), ARGV[6])
 end
 local out = {scheduled}
 for _, id in ipairs(failed) do out[#out + 1] = id end

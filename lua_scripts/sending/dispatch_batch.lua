@@ -1,0 +1,159 @@
+--! include lib/message
+--! include lib/demand
+--! include lib/sendable
+-- Route a batch of queued messages in one step, each as waorch.sending.dispatch describes:
+-- expired -> failed `expired`; recipient suppressed -> failed `suppressed`; else the sender:
+-- explicit `from` (a live session of the tenant with that phone, else failed `no_session`), else
+-- the recipient's sticky sender if it is live and not paused long (or every live session is
+-- paused long), else the top of the tenant's sender index (lib/sendable: healthy with the most
+-- spare budget, else connected in cooldown, else not connected yet; none: `no_session`). A
+-- routed message gets its quiet-hours window, goes to the session's FIFO (state routed), makes
+-- the session the person's sticky sender, lowers its rank, marks it due for slot planning, and
+-- is judged for a demand burst (lib/demand).
+-- KEYS[1] messages:unrouted, KEYS[2] sessions:pump:due, KEYS[3] sessions:sendable:conf
+-- ARGV[1] now, ARGV[2] signature of the budgets below, ARGV[3] JSON {level: [per_day, demand
+-- threshold]}, ARGV[4] per_day of the fallback level (unknown names), ARGV[5] its demand
+-- threshold, ARGV[6] WAORCH_REROUTE_AFTER_PAUSE, ARGV[7] demand cooldown (s), ARGV[8] sticky
+-- sender TTL (s), ARGV[9] most due index entries caught up per tenant, ARGV[10..] pairs of
+-- message id, quiet-hours window ("start,end" or '')
+-- Returns {-1} when the fleet indexes were never built, else {routed, failed, skip, unknown, #failed ids, failed ids..., #sessions,
+--          (id, phone, trust level) per session routed to..., #bursts,
+--          (session id, pending, cooldown_until) per demand burst...}
+local now_s = ARGV[1]
+local now = tonumber(now_s)
+local clock = sendable_clock()
+local conf = KEYS[3]
+local levels = cjson.decode(ARGV[3])
+local fallback_day, fallback_threshold = tonumber(ARGV[4]), tonumber(ARGV[5])
+local reroute = tonumber(ARGV[6])
+local demand_cooldown, sticky_ttl, catch_up_limit = tonumber(ARGV[7]), ARGV[8], tonumber(ARGV[9])
+
+-- the budgets every other script ranks with: this router's policy
+if redis.call('HGET', conf, 'sig') ~= ARGV[2] then
+  local built = redis.call('HGET', conf, 'built')
+  redis.call('DEL', conf)
+  local fields = {'sig', ARGV[2], 'fallback', ARGV[4], 'reroute_after_pause', ARGV[6]}
+  for name, budget in pairs(levels) do
+    fields[#fields + 1] = 'level:' .. name
+    fields[#fields + 1] = budget[1]
+  end
+  if built then
+    fields[#fields + 1] = 'built'
+    fields[#fields + 1] = built
+  end
+  redis.call('HSET', conf, unpack(fields))
+end
+local per_day = {}
+for name, budget in pairs(levels) do per_day[name] = budget[1] end
+sendable_use_budgets(per_day, fallback_day, reroute)
+-- a Redis from before the fleet indexes: the caller builds them (sending/build_indexes.lua) first
+if not redis.call('HGET', conf, 'built') then return {-1} end
+
+local counts = {routed = 0, failed = 0, skip = 0, unknown = 0}
+local failed_ids, routed_to, bursts = {}, {}, {}
+local caught_up = {}
+
+local function fail(id, reason, detail)
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('HSET', MSG .. id, 'reason', reason)
+  transition(id, 'failed', now_s, detail)
+  failed_ids[#failed_ids + 1] = id
+  counts.failed = counts.failed + 1
+end
+
+local function live_in(tenant, sid)
+  if not sid then return nil end
+  local st = sendable_state(sid, now, clock)
+  if st and not st.dead and st.tenant == tenant then return st end
+  return nil
+end
+
+-- (session id, its state, why) or (nil, nil, why not)
+local function choose(tenant, to, wanted)
+  if wanted and wanted ~= '' then
+    local sid = redis.call('GET', 'session:by_phone:' .. wanted)
+    local st = live_in(tenant, sid)
+    if st then return sid, st, 'requested sender' end
+    return nil, nil, 'no usable session of this tenant for sender ' .. wanted
+  end
+  if not caught_up[tenant] then
+    sendable_catch_up(tenant, clock, catch_up_limit)
+    caught_up[tenant] = true
+  end
+  local sticky = redis.call('GET', 'sticky:sender:' .. tenant .. ':' .. to)
+  local sticky_st = live_in(tenant, sticky)
+  if sticky_st and sticky_st.waits_less then return sticky, sticky_st, 'sticky sender of this recipient' end
+  local best, st = sendable_best(tenant, now, clock)
+  -- a sticky sender paused long still beats a new number when every live session is paused long
+  if sticky_st and not (st and st.waits_less) then return sticky, sticky_st, 'sticky sender of this recipient' end
+  if not best then return nil, nil, 'the tenant has no usable session' end
+  if st.healthy then
+    return best, st, string.format('healthy session with the most spare budget (%d today)', st.spare)
+  end
+  if st.ready then return best, st, 'connected session in cooldown (no healthy one)' end
+  return best, st, 'session not connected yet (no connected one)'
+end
+
+local function route(id, tenant, to, quiet, sid, st, why)
+  if quiet ~= '' then
+    redis.call('HSET', MSG .. id, 'session', sid, 'sender', st.phone, 'quiet', quiet)
+  else
+    redis.call('HSET', MSG .. id, 'session', sid, 'sender', st.phone)
+  end
+  transition(id, 'routed', now_s, why)
+  local queue = 'queue:session:' .. st.phone
+  redis.call('RPUSH', queue, id)
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('SET', 'sticky:sender:' .. tenant .. ':' .. to, sid, 'EX', sticky_ttl)
+  -- one more message waits for it: one less to spare (st was read in this step)
+  st.spare = st.spare - 1
+  st.rank = st.rank - 1
+  sendable_store(sid, st)
+  redis.call('ZADD', KEYS[2], 'LT', string.format('%.6f', clock), sid)
+  if not routed_to[sid] then
+    routed_to[sid] = {st.phone, st.level}
+    routed_to[#routed_to + 1] = sid
+  end
+  local threshold = levels[st.level] and levels[st.level][2] or fallback_threshold
+  local judged = judge_demand(queue, 'session:outbox:' .. sid, 'session:leases:' .. sid,
+                              'session:pacing:' .. sid, now_s, threshold, demand_cooldown)
+  if judged[1] == 'burst' then
+    sendable_refresh(sid, clock)
+    bursts[#bursts + 1] = {sid, judged[2], judged[3]}
+  end
+  counts.routed = counts.routed + 1
+end
+
+for i = 10, #ARGV - 1, 2 do
+  local id, quiet = ARGV[i], ARGV[i + 1]
+  local m = redis.call('HMGET', MSG .. id, 'status', 'tenant', 'to', 'from_requested', 'expires_at')
+  local expires = tonumber(m[5] or '0') or 0
+  if not m[1] then
+    counts.unknown = counts.unknown + 1
+  elseif m[1] ~= 'queued' then
+    counts.skip = counts.skip + 1  -- a redelivered task: already handled
+  elseif expires > 0 and expires <= now then
+    fail(id, 'expired', 'expired before it was routed')
+  elseif m[2] and m[3] and redis.call('HEXISTS', 'suppressions:' .. m[2], m[3]) == 1 then
+    fail(id, 'suppressed', 'the recipient opted out')
+  else
+    local sid, st, why = choose(m[2] or '', m[3] or '', m[4])
+    if sid then route(id, m[2] or '', m[3] or '', quiet, sid, st, why) else fail(id, 'no_session', why) end
+  end
+end
+
+local out = {counts.routed, counts.failed, counts.skip, counts.unknown, #failed_ids}
+for _, id in ipairs(failed_ids) do out[#out + 1] = id end
+out[#out + 1] = #routed_to
+for _, sid in ipairs(routed_to) do
+  out[#out + 1] = sid
+  out[#out + 1] = routed_to[sid][1]
+  out[#out + 1] = routed_to[sid][2]
+end
+out[#out + 1] = #bursts
+for _, burst in ipairs(bursts) do
+  out[#out + 1] = burst[1]
+  out[#out + 1] = burst[2]
+  out[#out + 1] = burst[3]
+end
+return out
