@@ -56,6 +56,28 @@ local function sendable_use_budgets(levels, fallback, reroute)
   sendable_budget_cache = {levels = levels, fallback = fallback, reroute = reroute}
 end
 
+-- A router's budgets (`levels`: {name: [per_day, ...]}) for this call and, when their signature
+-- changed, for every script after it (sessions:sendable:conf; its `built` mark is kept).
+local function sendable_configure(sig, levels, fallback, reroute)
+  if redis.call('HGET', SENDABLE_CONF, 'sig') ~= sig then
+    local built = redis.call('HGET', SENDABLE_CONF, 'built')
+    redis.call('DEL', SENDABLE_CONF)
+    local fields = {'sig', sig, 'fallback', fallback, 'reroute_after_pause', reroute}
+    for name, budget in pairs(levels) do
+      fields[#fields + 1] = 'level:' .. name
+      fields[#fields + 1] = budget[1]
+    end
+    if built then
+      fields[#fields + 1] = 'built'
+      fields[#fields + 1] = built
+    end
+    redis.call('HSET', SENDABLE_CONF, unpack(fields))
+  end
+  local per_day = {}
+  for name, budget in pairs(levels) do per_day[name] = budget[1] end
+  sendable_use_budgets(per_day, tonumber(fallback), tonumber(reroute))
+end
+
 local function sendable_num(value) return tonumber(value or '0') or 0 end
 
 -- What the sender choice knows of a session at `now` (`clock`: the real time, which decides

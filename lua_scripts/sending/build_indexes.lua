@@ -5,7 +5,9 @@
 -- leases:due (each session's earliest lease) and sessions:pump:due (sessions with routed messages
 -- waiting). Marks sessions:sendable:conf `built`; run again, it only re-derives the same entries.
 -- KEYS[1] sessions:sendable:conf
+-- ARGV[1..4] the router's budgets as sending/dispatch_batch.lua takes them in its ARGV[2..4] and [6]
 -- Returns the number of sessions indexed.
+sendable_configure(ARGV[1], cjson.decode(ARGV[2]), ARGV[3], ARGV[4])
 local clock = sendable_clock()
 local n = 0
 for _, sid in ipairs(redis.call('SMEMBERS', 'sessions:all')) do

@@ -17,37 +17,18 @@
 -- sender TTL (s), ARGV[9] most due index entries caught up per tenant, ARGV[10..] pairs of
 -- message id, quiet-hours window ("start,end" or '')
 -- Returns {-1} when the fleet indexes were never built, else {routed, failed, skip, unknown, #failed ids, failed ids..., #sessions,
---          (id, phone, trust level) per session routed to..., #bursts,
+--          (id, phone, trust level, its FIFO's length) per session routed to..., #bursts,
 --          (session id, pending, cooldown_until) per demand burst...}
 local now_s = ARGV[1]
 local now = tonumber(now_s)
 local clock = sendable_clock()
-local conf = KEYS[3]
 local levels = cjson.decode(ARGV[3])
-local fallback_day, fallback_threshold = tonumber(ARGV[4]), tonumber(ARGV[5])
-local reroute = tonumber(ARGV[6])
+local fallback_threshold = tonumber(ARGV[5])
 local demand_cooldown, sticky_ttl, catch_up_limit = tonumber(ARGV[7]), ARGV[8], tonumber(ARGV[9])
-
--- the budgets every other script ranks with: this router's policy
-if redis.call('HGET', conf, 'sig') ~= ARGV[2] then
-  local built = redis.call('HGET', conf, 'built')
-  redis.call('DEL', conf)
-  local fields = {'sig', ARGV[2], 'fallback', ARGV[4], 'reroute_after_pause', ARGV[6]}
-  for name, budget in pairs(levels) do
-    fields[#fields + 1] = 'level:' .. name
-    fields[#fields + 1] = budget[1]
-  end
-  if built then
-    fields[#fields + 1] = 'built'
-    fields[#fields + 1] = built
-  end
-  redis.call('HSET', conf, unpack(fields))
-end
-local per_day = {}
-for name, budget in pairs(levels) do per_day[name] = budget[1] end
-sendable_use_budgets(per_day, fallback_day, reroute)
 -- a Redis from before the fleet indexes: the caller builds them (sending/build_indexes.lua) first
-if not redis.call('HGET', conf, 'built') then return {-1} end
+if not redis.call('HGET', KEYS[3], 'built') then return {-1} end
+-- the budgets every other script ranks with: this router's policy
+sendable_configure(ARGV[2], levels, ARGV[4], ARGV[6])
 
 local counts = {routed = 0, failed = 0, skip = 0, unknown = 0}
 local failed_ids, routed_to, bursts = {}, {}, {}
@@ -102,7 +83,7 @@ local function route(id, tenant, to, quiet, sid, st, why)
   end
   transition(id, 'routed', now_s, why)
   local queue = 'queue:session:' .. st.phone
-  redis.call('RPUSH', queue, id)
+  local waiting = redis.call('RPUSH', queue, id)
   redis.call('ZREM', KEYS[1], id)
   redis.call('SET', 'sticky:sender:' .. tenant .. ':' .. to, sid, 'EX', sticky_ttl)
   -- one more message waits for it: one less to spare (st was read in this step)
@@ -110,10 +91,8 @@ local function route(id, tenant, to, quiet, sid, st, why)
   st.rank = st.rank - 1
   sendable_store(sid, st)
   redis.call('ZADD', KEYS[2], 'LT', string.format('%.6f', clock), sid)
-  if not routed_to[sid] then
-    routed_to[sid] = {st.phone, st.level}
-    routed_to[#routed_to + 1] = sid
-  end
+  if not routed_to[sid] then routed_to[#routed_to + 1] = sid end
+  routed_to[sid] = {st.phone, st.level, waiting}
   local threshold = levels[st.level] and levels[st.level][2] or fallback_threshold
   local judged = judge_demand(queue, 'session:outbox:' .. sid, 'session:leases:' .. sid,
                               'session:pacing:' .. sid, now_s, threshold, demand_cooldown)
@@ -149,6 +128,7 @@ for _, sid in ipairs(routed_to) do
   out[#out + 1] = sid
   out[#out + 1] = routed_to[sid][1]
   out[#out + 1] = routed_to[sid][2]
+  out[#out + 1] = routed_to[sid][3]
 end
 out[#out + 1] = #bursts
 for _, burst in ipairs(bursts) do

@@ -49,7 +49,8 @@ DISPATCH_BATCH = lua.Script("sending/dispatch_batch", keys=("unrouted", "pump_du
                             args=("now", "signature", "levels", "fallback_per_day", "fallback_threshold",
                                   "reroute_after_pause", "demand_cooldown", "sticky_ttl", "catch_up_limit"),
                             rest="messages")
-BUILD_INDEXES = lua.Script("sending/build_indexes", keys=("conf",))
+BUILD_INDEXES = lua.Script("sending/build_indexes", keys=("conf",),
+                           args=("signature", "levels", "fallback_per_day", "reroute_after_pause"))
 
 DispatchOutcome = Literal["routed", "failed", "skip", "unknown"]
 OUTCOMES: tuple[DispatchOutcome, ...] = ("routed", "failed", "skip", "unknown")
@@ -80,7 +81,9 @@ def ensure_indexes(r: redis.Redis) -> int | None:
     """Build the fleet indexes once, for sessions from before them; sessions indexed, None if built."""
     if r.hexists(keys.SENDABLE_CONF, "built"):
         return None
-    indexed = int(BUILD_INDEXES(r, conf=keys.SENDABLE_CONF))
+    budgets = _budgets(policy.get(), settings.get().reroute_after_pause)
+    indexed = int(BUILD_INDEXES(r, conf=keys.SENDABLE_CONF,
+                                **{name: budgets[name] for name in BUILD_INDEXES.args}))
     log.info("fleet indexes built from %d sessions", indexed)
     return indexed
 
@@ -123,16 +126,16 @@ def _dispatch_chunk(r: redis.Redis, msg_ids: list[str], now: float) -> dict[Disp
     at = 5
     failed = out[at:at + int(out[4])]
     at += len(failed)
-    routed_to = [tuple(out[at + 1 + 3 * i:at + 4 + 3 * i]) for i in range(int(out[at]))]
-    at += 1 + 3 * len(routed_to)
+    routed_to = [tuple(out[at + 1 + 4 * i:at + 5 + 4 * i]) for i in range(int(out[at]))]
+    at += 1 + 4 * len(routed_to)
     burst_list = [tuple(out[at + 1 + 3 * i:at + 4 + 3 * i]) for i in range(int(out[at]))]
     for msg_id in failed:
         client_events.message_changed(r, msg_id)
     # slots now rather than at the next pump round; sessions:pump:due has them if this dies here
-    outbox.reserve_slots_of(r, [(sid, phone, pace_for({"trust_level": level}, pol))
-                                for sid, phone, level in routed_to], now=now)
+    outbox.reserve_slots_of(r, [(sid, phone, pace_for({"trust_level": level}, pol), int(waiting))
+                                for sid, phone, level, waiting in routed_to], now=now)
     routed_sessions = {sid: {"id": sid, "phone": phone, "trust_level": level}
-                       for sid, phone, level in routed_to}
+                       for sid, phone, level, _ in routed_to}
     for sid, pending, until in burst_list:
         bursts.report_demand_burst(r, routed_sessions[sid], int(pending), float(until))
     return counts
@@ -169,7 +172,7 @@ def pump_session_queues(r: redis.Redis, now: float | None = None) -> int:
             if phone is None or status in DEAD_STATUSES:
                 gone.append(sid)
             else:
-                planned.append((sid, phone, pace_for({"trust_level": level})))
+                planned.append((sid, phone, pace_for({"trust_level": level}), outbox.RESERVE_BATCH))
         if gone:
             r.zrem(keys.SESSIONS_PUMP_DUE, *gone)
         total += outbox.reserve_slots_of(r, planned, now=now)

@@ -74,18 +74,21 @@ def reserve_slots(r: redis.Redis, session_id: str, phone: str, pace: Pace,
     return scheduled
 
 
-def reserve_slots_of(r: redis.Redis, sessions: list[tuple[str, str, Pace]], now: float | None = None) -> int:
-    """reserve_slots for several (session id, phone, pace) in one round trip (and one for wake-ups)."""
+def reserve_slots_of(r: redis.Redis, sessions: list[tuple[str, str, Pace, int]],
+                     now: float | None = None) -> int:
+    """reserve_slots for several (session id, phone, pace, most slots wanted) in one round trip (and
+    one for wake-ups); returns how many were scheduled."""
     if not sessions:
         return 0
     now = time.time() if now is None else now
     pipe = r.pipeline(transaction=False)
-    for session_id, phone, pace in sessions:
-        RESERVE_SLOTS.queue(r, pipe, **_reserve_arguments(session_id, phone, pace, now, None, RESERVE_BATCH))
+    for session_id, phone, pace, wanted in sessions:
+        batch = max(1, min(wanted, RESERVE_BATCH))
+        RESERVE_SLOTS.queue(r, pipe, **_reserve_arguments(session_id, phone, pace, now, None, batch))
     results = pipe.execute()
     total = 0
     wake = r.pipeline(transaction=False)
-    for (session_id, _, _), out in zip(sessions, results, strict=True):
+    for (session_id, *_), out in zip(sessions, results, strict=True):
         total += int(out[0])
         for msg_id in out[1:]:
             client_events.message_changed(r, msg_id)

@@ -1,0 +1,130 @@
+"""Dispatch cost against fleet size: the per-message path of before issue 12 and the batch path
+(sending/dispatch_batch.lua over the sender index), side by side in one run.
+
+For each fleet size N: a fresh database on a local redis-server (waorch.launcher.redis_server),
+N connected `trusted` sessions in one tenant, M accepted messages to M different people, then the
+dispatch function called directly (no Celery): `dispatch_batch(r, ids)` for the new path, and the
+old `dispatch_message` for each id (bench/legacy_dispatch.py) for the old one. Reported per path:
+messages routed per second, ms per message, and Redis commands per message (INFO commandstats
+delta: script calls and the commands they run, pipelines included). The old path reads every
+session per message, so at large N it runs fewer messages (--old-budget) to finish; its figures
+are per message all the same. The built-in policy is in force (quiet hours on: each message's
+window is computed with phonenumbers in Python).
+
+Run: .venv/bin/python bench/bench_dispatch.py [--sessions 10,100,1000,10000] [--messages 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import legacy_dispatch  # noqa: E402
+from waorch.core import keys, settings  # noqa: E402
+from waorch.launcher.redis_server import start_local_redis  # noqa: E402
+from waorch.policy import rules as policy  # noqa: E402
+from waorch.sending import accept as acceptance  # noqa: E402
+from waorch.sending import dispatch  # noqa: E402
+from waorch.sessions import registry  # noqa: E402
+
+TENANT = "bench"
+
+
+def command_count(r: redis.Redis) -> int:
+    stats = r.info("commandstats")
+    return sum(int(v["calls"]) for name, v in stats.items() if name != "cmdstat_info")
+
+
+def make_fleet(r: redis.Redis, n: int) -> None:
+    """N sessions of one tenant, trusted, connected (registered and PINGed as a worker would)."""
+    now = f"{time.time():.3f}"
+    for start in range(0, n, 1000):
+        pipe = r.pipeline(transaction=False)
+        for i in range(start, min(n, start + 1000)):
+            sid = f"s{i:05d}"
+            registry.CREATE.queue(r, pipe, session_id=sid, tenant=TENANT, phone=f"4930{i:08d}", now=now,
+                                  status="starting", fields=["trust_level", "trusted", "salt", "x"])
+            registry.RECORD_PING.queue(r, pipe, session_id=sid, now=now, connected="1", event="",
+                                       events_cap=10, counters=[])
+        pipe.execute()
+
+
+def accept_messages(r: redis.Redis, m: int) -> list[str]:
+    ids: list[str] = []
+    for start in range(0, m, 500):
+        records = [{"id": acceptance.new_message_id(), "to": f"1{200 + i % 700:03d}55{i:05d}",
+                    "text": f"reminder {i}"} for i in range(start, min(m, start + 500))]
+        acceptance.store(r, TENANT, records, {"ids": []})
+        ids += [rec["id"] for rec in records]
+    return ids
+
+
+def measure(r: redis.Redis, n: int, m: int, path: str) -> dict:
+    r.flushdb()
+    make_fleet(r, n)
+    ids = accept_messages(r, m)
+    dispatch.ensure_indexes(r)  # as the beat does on its first round (not part of a dispatch)
+    before = command_count(r)
+    started = time.perf_counter()
+    if path == "batch":
+        counts = dict(dispatch.dispatch_batch(r, ids))
+    else:
+        counts = {}
+        for msg_id in ids:
+            outcome = legacy_dispatch.dispatch_message(r, msg_id)
+            counts[outcome] = counts.get(outcome, 0) + 1
+    elapsed = time.perf_counter() - started
+    commands = command_count(r) - before - 1  # the INFO of `before` counts itself after
+    routed = counts.get("routed", 0)
+    senders = len({r.hget(keys.message(i), "session") for i in ids})
+    return {"sessions": n, "path": path, "messages": m, "routed": routed, "outcomes": counts,
+            "senders": senders, "seconds": round(elapsed, 3),
+            "msgs_per_s": round(routed / elapsed, 1) if elapsed else None,
+            "ms_per_msg": round(1000 * elapsed / max(1, routed), 3),
+            "commands_per_msg": round(commands / max(1, m), 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sessions", default="10,100,1000,10000")
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--old-budget", type=int, default=20000,
+                        help="old path: at most this many session reads per run (messages x sessions)")
+    args = parser.parse_args()
+    os.environ.pop("WAORCH_POLICY_FILE", None)
+    settings.get.cache_clear()
+    policy.reset()
+    rows = []
+    with tempfile.TemporaryDirectory() as state:
+        server = start_local_redis(Path(state) / "redis")
+        try:
+            r = redis.Redis.from_url(server.url, decode_responses=True)
+            for n in (int(x) for x in args.sessions.split(",")):
+                rows.append(measure(r, n, args.messages, "batch"))
+                old_m = min(args.messages, max(5, args.old_budget // n))
+                rows.append(measure(r, n, old_m, "per-message"))
+                for row in rows[-2:]:
+                    print(json.dumps(row), flush=True)
+        finally:
+            server.stop()
+    print(f"\n{platform.node()}, {os.cpu_count()} cores, redis-server local, "
+          f"{time.strftime('%Y-%m-%d %H:%M')}\n")
+    print("| sessions | path | messages | routed/s | ms/msg | Redis commands/msg |")
+    print("|---:|---|---:|---:|---:|---:|")
+    for row in rows:
+        print(f"| {row['sessions']:,} | {row['path']} | {row['messages']:,} | {row['msgs_per_s']:,} | "
+              f"{row['ms_per_msg']} | {row['commands_per_msg']} |")
+
+
+if __name__ == "__main__":
+    main()
