@@ -45,6 +45,11 @@ def command_count(r: redis.Redis) -> int:
     return sum(int(v["calls"]) for name, v in stats.items() if name != "cmdstat_info")
 
 
+def redis_cpu(r: redis.Redis) -> float:
+    cpu = r.info("cpu")
+    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+
+
 def make_fleet(r: redis.Redis, n: int) -> None:
     """N sessions of one tenant, trusted, connected (registered and PINGed as a worker would)."""
     now = f"{time.time():.3f}"
@@ -74,7 +79,7 @@ def measure(r: redis.Redis, n: int, m: int, path: str) -> dict:
     make_fleet(r, n)
     ids = accept_messages(r, m)
     dispatch.ensure_indexes(r)  # as the beat does on its first round (not part of a dispatch)
-    before = command_count(r)
+    before, cpu_before = command_count(r), redis_cpu(r)
     started = time.perf_counter()
     if path == "batch":
         counts = dict(dispatch.dispatch_batch(r, ids))
@@ -84,14 +89,16 @@ def measure(r: redis.Redis, n: int, m: int, path: str) -> dict:
             outcome = legacy_dispatch.dispatch_message(r, msg_id)
             counts[outcome] = counts.get(outcome, 0) + 1
     elapsed = time.perf_counter() - started
-    commands = command_count(r) - before - 1  # the INFO of `before` counts itself after
+    cpu = redis_cpu(r) - cpu_before
+    commands = command_count(r) - before  # INFO itself is not counted
     routed = counts.get("routed", 0)
     senders = len({r.hget(keys.message(i), "session") for i in ids})
     return {"sessions": n, "path": path, "messages": m, "routed": routed, "outcomes": counts,
             "senders": senders, "seconds": round(elapsed, 3),
             "msgs_per_s": round(routed / elapsed, 1) if elapsed else None,
             "ms_per_msg": round(1000 * elapsed / max(1, routed), 3),
-            "commands_per_msg": round(commands / max(1, m), 1)}
+            "commands_per_msg": round(commands / max(1, m), 1),
+            "redis_cpu_ms_per_msg": round(1000 * cpu / max(1, m), 3)}
 
 
 def main() -> None:
@@ -119,11 +126,11 @@ def main() -> None:
             server.stop()
     print(f"\n{platform.node()}, {os.cpu_count()} cores, redis-server local, "
           f"{time.strftime('%Y-%m-%d %H:%M')}\n")
-    print("| sessions | path | messages | routed/s | ms/msg | Redis commands/msg |")
-    print("|---:|---|---:|---:|---:|---:|")
+    print("| sessions | path | messages | routed/s | ms/msg | Redis commands/msg | Redis CPU ms/msg |")
+    print("|---:|---|---:|---:|---:|---:|---:|")
     for row in rows:
         print(f"| {row['sessions']:,} | {row['path']} | {row['messages']:,} | {row['msgs_per_s']:,} | "
-              f"{row['ms_per_msg']} | {row['commands_per_msg']} |")
+              f"{row['ms_per_msg']} | {row['commands_per_msg']} | {row['redis_cpu_ms_per_msg']} |")
 
 
 if __name__ == "__main__":

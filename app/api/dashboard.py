@@ -43,7 +43,7 @@ class MessageBriefSchema(MessageSchema):
 
 
 class OverviewQuerySchema(Schema):
-    cursor = fields.Integer(load_default=0, validate=validate.Range(min=0), metadata={
+    cursor = fields.Integer(load_default=0, validate=validate.Range(min=0, max=2**64 - 1), metadata={
         "description": "`sessions_cursor` of the previous answer: the next page of per-session figures"})
     limit = fields.Integer(load_default=fleet_overview.SESSIONS_PAGE,
                            validate=validate.Range(min=1, max=fleet_overview.SESSIONS_PAGE_MAX),

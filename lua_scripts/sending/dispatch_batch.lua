@@ -1,4 +1,6 @@
 --! include lib/message
+--! include lib/pacing
+--! include lib/reserve
 --! include lib/demand
 --! include lib/sendable
 -- Route a batch of queued messages in one step, each as waorch.sending.dispatch describes:
@@ -9,22 +11,30 @@
 -- spare budget, else connected in cooldown, else not connected yet; none: `no_session`). A
 -- routed message gets its quiet-hours window, goes to the session's FIFO (state routed), makes
 -- the session the person's sticky sender, lowers its rank, marks it due for slot planning, and
--- is judged for a demand burst (lib/demand).
+-- is judged for a demand burst (lib/demand). Then every session that got work has its slots
+-- planned (lib/reserve) and its parked claims woken (PUBLISH outbox:wake), in the same step.
 -- KEYS[1] messages:unrouted, KEYS[2] sessions:pump:due, KEYS[3] sessions:sendable:conf
 -- ARGV[1] now, ARGV[2] signature of the budgets below, ARGV[3] JSON {level: [per_day, demand
--- threshold]}, ARGV[4] per_day of the fallback level (unknown names), ARGV[5] its demand
--- threshold, ARGV[6] WAORCH_REROUTE_AFTER_PAUSE, ARGV[7] demand cooldown (s), ARGV[8] sticky
--- sender TTL (s), ARGV[9] most due index entries caught up per tenant, ARGV[10..] pairs of
--- message id, quiet-hours window ("start,end" or '')
--- Returns {-1} when the fleet indexes were never built, else {routed, failed, skip, unknown, #failed ids, failed ids..., #sessions,
---          (id, phone, trust level, its FIFO's length) per session routed to..., #bursts,
+-- threshold, mean interval (s)]}, ARGV[4] per_day of the fallback level (unknown names), ARGV[5]
+-- its demand threshold, ARGV[6] WAORCH_REROUTE_AFTER_PAUSE, ARGV[7] demand cooldown (s), ARGV[8]
+-- sticky sender TTL (s), ARGV[9] most due index entries caught up per tenant, ARGV[10] jitter,
+-- ARGV[11] schedule horizon (s), ARGV[12] the default level (the pace of a session without one),
+-- ARGV[13] the fallback level's mean interval, ARGV[14] most slots planned per session,
+-- ARGV[15] number of messages n, ARGV[16 .. 15 + 2n] pairs of message id and quiet-hours window
+-- ("start,end" or ''), then uniform randoms in [0,1) for the jittered slots
+-- Returns {-1} when the fleet indexes were never built, else {routed, failed, skip, unknown,
+--          #failed ids, failed ids (also those failed at slot planning)..., #sessions,
+--          (id, phone, trust level) per session routed to..., #bursts,
 --          (session id, pending, cooldown_until) per demand burst...}
 local now_s = ARGV[1]
 local now = tonumber(now_s)
 local clock = sendable_clock()
 local levels = cjson.decode(ARGV[3])
-local fallback_threshold = tonumber(ARGV[5])
+local fallback_day, fallback_threshold = tonumber(ARGV[4]), tonumber(ARGV[5])
 local demand_cooldown, sticky_ttl, catch_up_limit = tonumber(ARGV[7]), ARGV[8], tonumber(ARGV[9])
+local jitter, horizon, default_level = tonumber(ARGV[10]), tonumber(ARGV[11]), ARGV[12]
+local fallback_interval, reserve_batch = tonumber(ARGV[13]), tonumber(ARGV[14])
+local last_message_arg = 15 + 2 * tonumber(ARGV[15])
 -- a Redis from before the fleet indexes: the caller builds them (sending/build_indexes.lua) first
 if not redis.call('HGET', KEYS[3], 'built') then return {-1} end
 -- the budgets every other script ranks with: this router's policy
@@ -103,7 +113,7 @@ local function route(id, tenant, to, quiet, sid, st, why)
   counts.routed = counts.routed + 1
 end
 
-for i = 10, #ARGV - 1, 2 do
+for i = 16, last_message_arg - 1, 2 do
   local id, quiet = ARGV[i], ARGV[i + 1]
   local m = redis.call('HMGET', MSG .. id, 'status', 'tenant', 'to', 'from_requested', 'expires_at')
   local expires = tonumber(m[5] or '0') or 0
@@ -121,6 +131,29 @@ for i = 10, #ARGV - 1, 2 do
   end
 end
 
+-- slots for every session that got work, at the pace of its level (waorch.policy.pacing.pace_for:
+-- no level is the default level, an unknown one the fallback), with the randoms after the messages
+local next_arg = last_message_arg
+for _, sid in ipairs(routed_to) do
+  local phone, level, waiting = routed_to[sid][1], routed_to[sid][2], routed_to[sid][3]
+  local pace = levels[level ~= '' and level or default_level]
+  local per_day, interval = fallback_day, fallback_interval
+  if pace then per_day, interval = pace[1], pace[3] end
+  local allowed = math.min(waiting, reserve_batch)
+  local function next_random()
+    if allowed <= 0 or next_arg >= #ARGV then return nil end
+    allowed = allowed - 1
+    next_arg = next_arg + 1
+    return tonumber(ARGV[next_arg])
+  end
+  local planned, dropped = reserve_slots(
+    {queue = 'queue:session:' .. phone, outbox = 'session:outbox:' .. sid, pacing = 'session:pacing:' .. sid,
+     sendlog = 'session:sendlog:' .. sid, session = 'session:' .. sid, pump_due = KEYS[2]},
+    sid, now_s, interval, jitter, horizon, per_day, next_random)
+  for _, id in ipairs(dropped) do failed_ids[#failed_ids + 1] = id end
+  if planned > 0 then redis.call('PUBLISH', 'outbox:wake', sid) end
+end
+
 local out = {counts.routed, counts.failed, counts.skip, counts.unknown, #failed_ids}
 for _, id in ipairs(failed_ids) do out[#out + 1] = id end
 out[#out + 1] = #routed_to
@@ -128,7 +161,6 @@ for _, sid in ipairs(routed_to) do
   out[#out + 1] = sid
   out[#out + 1] = routed_to[sid][1]
   out[#out + 1] = routed_to[sid][2]
-  out[#out + 1] = routed_to[sid][3]
 end
 out[#out + 1] = #bursts
 for _, burst in ipairs(bursts) do

@@ -47,8 +47,10 @@ PUMP_BATCH = 500  # sessions the pump plans slots for per round trip
 
 DISPATCH_BATCH = lua.Script("sending/dispatch_batch", keys=("unrouted", "pump_due", "conf"),
                             args=("now", "signature", "levels", "fallback_per_day", "fallback_threshold",
-                                  "reroute_after_pause", "demand_cooldown", "sticky_ttl", "catch_up_limit"),
-                            rest="messages")
+                                  "reroute_after_pause", "demand_cooldown", "sticky_ttl", "catch_up_limit",
+                                  "jitter", "horizon", "default_level", "fallback_interval", "reserve_batch",
+                                  "message_count"),
+                            rest="messages_then_randoms")
 BUILD_INDEXES = lua.Script("sending/build_indexes", keys=("conf",),
                            args=("signature", "levels", "fallback_per_day", "reroute_after_pause"))
 
@@ -65,12 +67,13 @@ def _budgets(pol: policy.Policy, reroute_after_pause: float) -> dict[str, str]:
     if cached and cached[0] is pol:
         return cached[1]
     fallback = pol.level(None)
-    levels = {name: [level.per_day, bursts.demand_threshold(pol, level)]
+    levels = {name: [level.per_day, bursts.demand_threshold(pol, level), level.interval]
               for name, level in sorted(pol.trust_levels.items())}
     values = {"levels": json.dumps(levels, sort_keys=True), "fallback_per_day": str(fallback.per_day),
               "fallback_threshold": str(bursts.demand_threshold(pol, fallback)),
               "reroute_after_pause": repr(float(reroute_after_pause)),
-              "demand_cooldown": repr(float(pol.bursts.cooldown_demand))}
+              "demand_cooldown": repr(float(pol.bursts.cooldown_demand)), "jitter": repr(float(pol.jitter)),
+              "default_level": pol.default_trust_level, "fallback_interval": repr(fallback.interval)}
     values["signature"] = hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
     _budget_cache.clear()  # one policy in force at a time
     _budget_cache[(id(pol), reroute_after_pause)] = (pol, values)
@@ -114,10 +117,16 @@ def _dispatch_chunk(r: redis.Redis, msg_ids: list[str], now: float) -> dict[Disp
     pol = policy.get()
     budgets = _budgets(pol, settings.get().reroute_after_pause)
     quiet = _quiet_windows(r, msg_ids, pol.quiet_hours, now)
+    # the jitter of the slots planned in the same call: at most one per message, plus one
+    # session's worth for a FIFO that held older messages (what is left waits for the pump)
+    pace = pace_for(None, pol)
+    randoms = [f"{pace.draw():.6f}" for _ in range(len(msg_ids) + outbox.RESERVE_BATCH)]
     arguments = {"unrouted": keys.MESSAGES_UNROUTED, "pump_due": keys.SESSIONS_PUMP_DUE,
                  "conf": keys.SENDABLE_CONF, "now": f"{now:.6f}", "sticky_ttl": STICKY_SENDER_TTL,
-                 "catch_up_limit": CATCH_UP_LIMIT, **budgets,
-                 "messages": [part for pair in zip(msg_ids, quiet, strict=True) for part in pair]}
+                 "catch_up_limit": CATCH_UP_LIMIT, "horizon": settings.get().schedule_horizon,
+                 "reserve_batch": outbox.RESERVE_BATCH, "message_count": len(msg_ids), **budgets,
+                 "messages_then_randoms": [part for pair in zip(msg_ids, quiet, strict=True) for part in pair]
+                 + randoms}
     out = DISPATCH_BATCH(r, **arguments)
     if int(out[0]) < 0:  # never built (sessions from before the indexes, or a fresh Redis)
         ensure_indexes(r)
@@ -126,16 +135,13 @@ def _dispatch_chunk(r: redis.Redis, msg_ids: list[str], now: float) -> dict[Disp
     at = 5
     failed = out[at:at + int(out[4])]
     at += len(failed)
-    routed_to = [tuple(out[at + 1 + 4 * i:at + 5 + 4 * i]) for i in range(int(out[at]))]
-    at += 1 + 4 * len(routed_to)
+    routed_to = [tuple(out[at + 1 + 3 * i:at + 4 + 3 * i]) for i in range(int(out[at]))]
+    at += 1 + 3 * len(routed_to)
     burst_list = [tuple(out[at + 1 + 3 * i:at + 4 + 3 * i]) for i in range(int(out[at]))]
     for msg_id in failed:
         client_events.message_changed(r, msg_id)
-    # slots now rather than at the next pump round; sessions:pump:due has them if this dies here
-    outbox.reserve_slots_of(r, [(sid, phone, pace_for({"trust_level": level}, pol), int(waiting))
-                                for sid, phone, level, waiting in routed_to], now=now)
     routed_sessions = {sid: {"id": sid, "phone": phone, "trust_level": level}
-                       for sid, phone, level, _ in routed_to}
+                       for sid, phone, level in routed_to}
     for sid, pending, until in burst_list:
         bursts.report_demand_burst(r, routed_sessions[sid], int(pending), float(until))
     return counts
