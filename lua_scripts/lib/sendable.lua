@@ -139,6 +139,10 @@ local function sendable_clock()
   return tonumber(t[1]) + tonumber(t[2]) / 1e6
 end
 
+local function sendable_store_rank(sid, st)
+  redis.call('ZADD', k_sendable(st.tenant), string.format('%.17g', st.rank), sid)
+end
+
 -- Re-rank one session from its stored state (on the real clock); the state, or nil when gone.
 local function sendable_refresh(sid, clock)
   clock = clock or sendable_clock()

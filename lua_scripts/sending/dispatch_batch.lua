@@ -96,11 +96,11 @@ local function route(id, tenant, to, quiet, sid, st, why)
   local waiting = redis.call('RPUSH', queue, id)
   redis.call('ZREM', KEYS[1], id)
   redis.call('SET', 'sticky:sender:' .. tenant .. ':' .. to, sid, 'EX', sticky_ttl)
-  -- one more message waits for it: one less to spare (st was read in this step)
+  -- one more message waits for it: one less to spare (st was read in this step; its due time
+  -- does not change). Its slots are planned below, in this same step: no sessions:pump:due yet.
   st.spare = st.spare - 1
   st.rank = st.rank - 1
-  sendable_store(sid, st)
-  redis.call('ZADD', KEYS[2], 'LT', string.format('%.6f', clock), sid)
+  sendable_store_rank(sid, st)
   if not routed_to[sid] then routed_to[#routed_to + 1] = sid end
   routed_to[sid] = {st.phone, st.level, waiting}
   local threshold = levels[st.level] and levels[st.level][2] or fallback_threshold
