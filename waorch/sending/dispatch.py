@@ -23,7 +23,8 @@ import hashlib
 import json
 import logging
 import time
-from typing import Literal
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Literal
 
 import redis
 
@@ -104,16 +105,36 @@ def _quiet_windows(r: redis.Redis, msg_ids: list[str], quiet: policy.QuietHours 
 
 def dispatch_batch(r: redis.Redis, msg_ids: list[str],
                    now: float | None = None) -> dict[DispatchOutcome, int]:
-    """Route queued messages (skip: not queued any more); how many had each outcome."""
+    """Route queued messages (skip: not queued any more); how many had each outcome.
+
+    Cut into calls of BATCH_LIMIT. With several, the Python part of the next one (quiet-hours
+    windows: phonenumbers) is prepared while Redis runs the current one, in order, on one thread.
+    """
     now = time.time() if now is None else now
+    chunks = [msg_ids[start:start + BATCH_LIMIT] for start in range(0, len(msg_ids), BATCH_LIMIT)]
     counts: dict[DispatchOutcome, int] = {}
-    for start in range(0, len(msg_ids), BATCH_LIMIT):
-        for outcome, n in _dispatch_chunk(r, msg_ids[start:start + BATCH_LIMIT], now).items():
+
+    def add(found: dict[DispatchOutcome, int]) -> None:
+        for outcome, n in found.items():
             counts[outcome] = counts.get(outcome, 0) + n
+
+    if len(chunks) == 1:
+        add(_route_chunk(r, _prepare_chunk(r, chunks[0], now)))
+        return counts
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dispatch") as redis_side:
+        running: Future | None = None
+        for chunk in chunks:
+            prepared = _prepare_chunk(r, chunk, now)
+            if running is not None:
+                add(running.result())
+            running = redis_side.submit(_route_chunk, r, prepared)
+        if running is not None:
+            add(running.result())
     return counts
 
 
-def _dispatch_chunk(r: redis.Redis, msg_ids: list[str], now: float) -> dict[DispatchOutcome, int]:
+def _prepare_chunk(r: redis.Redis, msg_ids: list[str], now: float) -> dict[str, Any]:
+    """The batch script's arguments for `msg_ids` (what must be computed in Python)."""
     pol = policy.get()
     budgets = _budgets(pol, settings.get().reroute_after_pause)
     quiet = _quiet_windows(r, msg_ids, pol.quiet_hours, now)
@@ -127,6 +148,11 @@ def _dispatch_chunk(r: redis.Redis, msg_ids: list[str], now: float) -> dict[Disp
                  "reserve_batch": outbox.RESERVE_BATCH, "message_count": len(msg_ids), **budgets,
                  "messages_then_randoms": [part for pair in zip(msg_ids, quiet, strict=True) for part in pair]
                  + randoms}
+    return arguments
+
+
+def _route_chunk(r: redis.Redis, arguments: dict[str, Any]) -> dict[DispatchOutcome, int]:
+    """One sending/dispatch_batch.lua call, then its hooks (client events, burst alerts)."""
     out = DISPATCH_BATCH(r, **arguments)
     if int(out[0]) < 0:  # never built (sessions from before the indexes, or a fresh Redis)
         ensure_indexes(r)

@@ -255,3 +255,17 @@ def test_a_redis_from_before_the_index_is_indexed_on_first_dispatch(r):
     assert stored_ranks(r, "acme") == expected_ranks(r, "acme")
     assert r.zscore(keys.SESSIONS_PUMP_DUE, a["id"]) is not None  # its routed message waits for slots
     assert set(r.zrange(keys.SESSIONS_LAST_PING, 0, -1)) == {a["id"], b["id"]}
+
+
+def test_a_long_list_is_routed_in_several_calls_in_order(r, monkeypatch):
+    dispatching.ensure_indexes(r)
+    monkeypatch.setattr(dispatching, "BATCH_LIMIT", 7)
+    fleet = [connected_session(r, "acme", f"1202555016{i}") for i in range(3)]
+    ids = [m for i in range(30) for m in accept(r, "acme", f"14155508{i:02d}", 1)]
+    again = [m for _ in range(3) for m in accept(r, "acme", "1415550800", 1)]  # the first person
+    assert dispatching.dispatch_batch(r, ids + again + ids[:2]) == {"routed": 33, "skip": 2}
+    assert {sender_of(r, m) for m in [ids[0], *again]} == {sender_of(r, ids[0])}
+    # planned in order of routing: a person's later message never gets the earlier slot
+    slots = [float(r.hget(keys.message(m), "scheduled_for")) for m in [ids[0], *again]]
+    assert slots == sorted(slots)
+    assert stored_ranks(r, "acme") == expected_ranks(r, "acme") and len(fleet) == 3
