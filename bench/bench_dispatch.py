@@ -11,7 +11,8 @@ session per message, so at large N it runs fewer messages (--old-budget) to fini
 are per message all the same. The built-in policy is in force (quiet hours on: each message's
 window is computed with phonenumbers in Python). Redis keeps its AOF on, as in production.
 
-The batch path runs --rounds times per fleet size (the median run is reported), the old one once.
+The batch path runs --rounds times per fleet size, the sizes interleaved in each round (the
+median run is reported), the old one once.
 
 Run: .venv/bin/python bench/bench_dispatch.py [--sessions 10,100,1000,10000] [--messages 2000]
 """
@@ -127,18 +128,23 @@ def main() -> None:
         server = start_local_redis(Path(state) / "redis")
         try:
             r = redis.Redis.from_url(server.url, decode_responses=True)
-            for n in (int(x) for x in args.sessions.split(",")):
-                runs = [measure(r, n, args.messages, "batch") for _ in range(args.rounds)]
-                for run in runs:
-                    print(json.dumps(run), flush=True)
-                rows.append(sorted(runs, key=lambda run: run["msgs_per_s"])[len(runs) // 2])
+            sizes = [int(x) for x in args.sessions.split(",")]
+            # rounds interleave the fleet sizes: a machine whose load changes meanwhile (shared
+            # CI) weighs on every size alike
+            runs: dict[int, list[dict]] = {n: [] for n in sizes}
+            for _ in range(args.rounds):
+                for n in sizes:
+                    runs[n].append(measure(r, n, args.messages, "batch"))
+                    print(json.dumps(runs[n][-1]), flush=True)
+            for n in sizes:
+                rows.append(sorted(runs[n], key=lambda run: run["msgs_per_s"])[len(runs[n]) // 2])
                 old_m = min(args.messages, max(5, args.old_budget // n))
                 rows.append(measure(r, n, old_m, "per-message"))
                 print(json.dumps(rows[-1]), flush=True)
         finally:
             server.stop()
     print(f"\n{platform.node()}, {os.cpu_count()} cores, redis-server local, "
-          f"{time.strftime('%Y-%m-%d %H:%M')}\n")
+          f"{time.strftime('%Y-%m-%d %H:%M')}, load average {os.getloadavg()[0]:.1f} at the end\n")
     print("| sessions | path | messages | routed/s | ms/msg | Redis commands/msg | Redis CPU ms/msg |")
     print("|---:|---|---:|---:|---:|---:|---:|")
     for row in rows:
