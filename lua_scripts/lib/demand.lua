@@ -3,8 +3,10 @@
 -- and is reported once per episode; the episode ends when the pending work falls back under the
 -- threshold. Used by policy/judge_demand.lua and by the router (sending/dispatch_batch.lua).
 -- Returns {'burst', pending, cooldown_until} | {'over', pending, ''} | {'ok', pending, ''}
-local function judge_demand(queue_key, outbox_key, leases_key, pacing_key, now, threshold, cooldown)
-  local pending = redis.call('LLEN', queue_key) + redis.call('ZCARD', outbox_key) + redis.call('ZCARD', leases_key)
+-- `waiting`: the FIFO and outbox lengths when the caller knows them (nil: read here)
+local function judge_demand(queue_key, outbox_key, leases_key, pacing_key, now, threshold, cooldown, waiting)
+  waiting = waiting or (redis.call('LLEN', queue_key) + redis.call('ZCARD', outbox_key))
+  local pending = waiting + redis.call('ZCARD', leases_key)
   if pending <= threshold then
     redis.call('HDEL', pacing_key, 'demand_burst')
     return {'ok', pending, ''}

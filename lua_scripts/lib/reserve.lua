@@ -22,17 +22,23 @@ local function reserve_slots(k, sid, now_s, interval, jitter, horizon, per_day, 
     room = per_day - redis.call('ZCOUNT', k.sendlog, above(now - DAY), '+inf') - redis.call('ZCARD', k.outbox)
   end
   local scheduled, failed, seq = 0, {}, 6
+  -- the reservation pointer, read once: only this step writes it meanwhile
+  local next_slot = num(redis.call('HGET', k.pacing, 'next_slot'))
+  local emptied = false
   while true do
     if room and room <= 0 then break end
-    local slot = math.max(start, num(redis.call('HGET', k.pacing, 'next_slot')))
+    local slot = math.max(start, next_slot)
     if slot > now + horizon then break end
     local u = next_random()
     if not u then break end
     seq = seq + 1
     local id = redis.call('LPOP', k.queue)
-    if not id then break end
-    if status_of(id) == 'routed' then
-      local m = redis.call('HMGET', MSG .. id, 'tenant', 'to', 'quiet')
+    if not id then
+      emptied = true
+      break
+    end
+    local m = redis.call('HMGET', MSG .. id, 'tenant', 'to', 'quiet', 'status')
+    if m[4] == 'routed' then
       if suppressed(m[1], m[2]) then
         redis.call('HSET', MSG .. id, 'reason', 'suppressed')
         transition(id, 'failed', now_s, 'the recipient opted out')
@@ -47,18 +53,19 @@ local function reserve_slots(k, sid, now_s, interval, jitter, horizon, per_day, 
           transition(id, 'scheduled', now_s, "held: quiet hours in the recipient's time zone")
         else
           transition(id, 'scheduled', now_s, '')
-          redis.call('HSET', k.pacing, 'next_slot', slot + jittered(interval, jitter, u))
+          next_slot = slot + jittered(interval, jitter, u)
+          redis.call('HSET', k.pacing, 'next_slot', string.format('%.17g', next_slot))
         end
         scheduled = scheduled + 1
         if room then room = room - 1 end
       end
     end
   end
-  if redis.call('LLEN', k.queue) == 0 then
+  if emptied or redis.call('LLEN', k.queue) == 0 then
     redis.call('ZREM', k.pump_due, sid)
   else
     local due = now + PUMP_RECHECK
-    local slot = math.max(start, num(redis.call('HGET', k.pacing, 'next_slot')))
+    local slot = math.max(start, next_slot)
     if slot > now + horizon then
       due = math.min(due, slot - horizon)
     elseif room and room <= 0 then

@@ -99,7 +99,8 @@ local function sendable_state(sid, now, clock)
   local log_key = 'session:sendlog:' .. sid
   local since = string.format('(%.6f', now - SENDABLE_DAY)
   local used = redis.call('ZCOUNT', log_key, since, '+inf')
-  local waiting = redis.call('LLEN', 'queue:session:' .. st.phone) + redis.call('ZCARD', 'session:outbox:' .. sid)
+  st.outbox = redis.call('ZCARD', 'session:outbox:' .. sid)
+  local waiting = redis.call('LLEN', 'queue:session:' .. st.phone) + st.outbox
   st.spare = math.max(-SPARE_LIMIT, math.min(SPARE_LIMIT, per_day - used - waiting))
   st.ready = st.status == 'connected' and s[3] == 'active' and paused <= clock
   st.healthy = st.ready and cooldown <= now

@@ -105,7 +105,8 @@ local function route(id, tenant, to, quiet, sid, st, why)
   routed_to[sid] = {st.phone, st.level, waiting}
   local threshold = levels[st.level] and levels[st.level][2] or fallback_threshold
   local judged = judge_demand(queue, 'session:outbox:' .. sid, 'session:leases:' .. sid,
-                              'session:pacing:' .. sid, now_s, threshold, demand_cooldown)
+                              'session:pacing:' .. sid, now_s, threshold, demand_cooldown,
+                              waiting + st.outbox)
   if judged[1] == 'burst' then
     sendable_refresh(sid, clock)
     bursts[#bursts + 1] = {sid, judged[2], judged[3]}
