@@ -9,11 +9,5 @@ from waorch.sending import dispatch as dispatching
 
 @app.task(name="tasks.dispatch.dispatch_messages", acks_late=True, reject_on_worker_lost=True)
 def dispatch_messages(msg_ids: list[str]) -> dict[str, int]:
-    """Route accepted messages to sender sessions; safe to run twice for the same ids."""
-    r = get_redis()
-    outcomes: dict[str, int] = {}
-    for msg_id in msg_ids:
-        outcome = dispatching.dispatch_message(r, msg_id)
-        outcomes[outcome] = outcomes.get(outcome, 0) + 1
-    return outcomes
-
+    """Route accepted messages to sender sessions (one Lua call per batch); safe to run twice."""
+    return dict(dispatching.dispatch_batch(get_redis(), list(msg_ids)))

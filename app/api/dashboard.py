@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flask_smorest import Blueprint
-from marshmallow import Schema, fields
+from marshmallow import Schema, fields, validate
 
 from app.auth import requires
 from app.schemas import MessageSchema
@@ -42,9 +42,21 @@ class MessageBriefSchema(MessageSchema):
     tenant = fields.String(allow_none=True)
 
 
+class OverviewQuerySchema(Schema):
+    cursor = fields.Integer(load_default=0, validate=validate.Range(min=0, max=2**64 - 1), metadata={
+        "description": "`sessions_cursor` of the previous answer: the next page of per-session figures"})
+    limit = fields.Integer(load_default=fleet_overview.SESSIONS_PAGE,
+                           validate=validate.Range(min=1, max=fleet_overview.SESSIONS_PAGE_MAX),
+                           metadata={"description": "about this many sessions per page"})
+
+
 class OverviewSchema(Schema):
     now = fields.Float(metadata={"description": "the server's unix time (for ages such as last ping)"})
-    sessions = fields.List(fields.Nested(SessionLoadSchema))
+    sessions = fields.List(fields.Nested(SessionLoadSchema), metadata={
+        "description": "one page of sessions (about `limit`), in id order within the page"})
+    sessions_total = fields.Integer(metadata={"description": "sessions in the fleet"})
+    sessions_cursor = fields.Integer(allow_none=True, metadata={
+        "description": "cursor of the next page of sessions; null when this was the last"})
     queues = fields.Nested(QueueTotalsSchema)
     recent_messages = fields.List(fields.Nested(MessageBriefSchema))
     recent_failures = fields.List(fields.Nested(MessageBriefSchema), metadata={
@@ -53,7 +65,9 @@ class OverviewSchema(Schema):
 
 @blp.route("/overview", methods=["GET"])
 @requires("admin")
+@blp.arguments(OverviewQuerySchema, location="query")
 @blp.response(200, OverviewSchema)
-def overview():
-    """Per-session queue depths and 24 h sends, queue totals, recent messages and failures."""
-    return fleet_overview.overview(get_redis())
+def overview(query: dict):
+    """Per-session queue depths and 24 h sends (one page of sessions), queue totals from counters,
+    recent messages and failures."""
+    return fleet_overview.overview(get_redis(), cursor=query["cursor"], limit=query["limit"])

@@ -27,6 +27,19 @@ local function note_status_change(sid, old, new, now)
   mark_client_event(record[1], 'session:' .. sid)
 end
 
+-- sessions:last_ping (ZSET id -> last sign of life: the later of its last PING and its (re)start),
+-- of desired-active sessions only, kept with the fields it mirrors, so that the watchdog reads
+-- only the sessions gone silent.
+local function note_sign_of_life(sid)
+  local t = redis.call('HMGET', k_session(sid), 'last_ping', 'started_at', 'desired')
+  if t[3] ~= 'active' then
+    redis.call('ZREM', 'sessions:last_ping', sid)
+    return
+  end
+  local last = math.max(tonumber(t[1] or '0') or 0, tonumber(t[2] or '0') or 0)
+  redis.call('ZADD', 'sessions:last_ping', string.format('%.3f', last), sid)
+end
+
 local function push_event(sid, event_json, cap)
   if event_json == nil or event_json == '' then return end
   redis.call('LPUSH', 'session:events:' .. sid, event_json)

@@ -1,4 +1,5 @@
 --! include lib/session
+--! include lib/sendable
 -- Change a session's trust level, optionally only from an expected level (so that the hourly
 -- review and an operator never overwrite each other), recording why in the session's events
 -- and its trust history, and the time of the change in session:trust:<id>.
@@ -17,4 +18,5 @@ redis.call('LPUSH', 'session:trust:events:' .. sid, ARGV[7])
 redis.call('LTRIM', 'session:trust:events:' .. sid, 0, tonumber(ARGV[8]) - 1)
 redis.call('HSET', 'session:trust:' .. sid, 'changed_at', now)
 if ARGV[9] == '1' then redis.call('HSET', 'session:trust:' .. sid, 'last_incident_at', now) end
+sendable_refresh(sid)  -- a new budget: a new rank in the sender choice
 return {'ok', old}

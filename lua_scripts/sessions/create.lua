@@ -1,4 +1,5 @@
 --! include lib/session
+--! include lib/sendable
 -- Registers a new session as desired-active, unless its phone already has a session.
 -- ARGV[1] id, ARGV[2] tenant, ARGV[3] phone, ARGV[4] now, ARGV[5] initial status,
 -- ARGV[6..] field/value pairs (proxy_url, trust_level, salt, label, profile, ...)
@@ -16,4 +17,6 @@ redis.call('SET', by_phone, sid)
 redis.call('SADD', 'sessions:all', sid)
 redis.call('SADD', 'sessions:active', sid)
 redis.call('SADD', 'sessions:tenant:' .. tenant, sid)
+note_sign_of_life(sid)
+sendable_refresh(sid)
 return {'ok', sid}

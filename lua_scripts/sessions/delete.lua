@@ -1,5 +1,6 @@
 --! include lib/proxy
 --! include lib/session
+--! include lib/sendable
 -- Removes a session from the registry and frees its proxy slot (the phone's sticky proxy stays).
 -- Its unsent messages stay where they are, and the session is listed in sessions:gone in the same
 -- step, so that waorch.sending.rerouting moves them to another sender even if the caller dies now.
@@ -18,5 +19,7 @@ redis.call('HSET', 'sessions:gone', sid, cjson.encode({phone = phone, tenant = t
 redis.call('SREM', 'sessions:active', sid)
 redis.call('SREM', 'sessions:all', sid)
 redis.call('SREM', 'sessions:tenant:' .. tenant, sid)
+sendable_forget(tenant, sid)
+redis.call('ZREM', 'sessions:last_ping', sid)
 if redis.call('GET', 'session:by_phone:' .. phone) == sid then redis.call('DEL', 'session:by_phone:' .. phone) end
 return {'ok', phone, url}

@@ -1,5 +1,7 @@
 --! include lib/session
--- One change of a session's state: status, desired state, QR, fields and an event, atomically.
+--! include lib/sendable
+-- One change of a session's state: status, desired state, QR, fields and an event, atomically,
+-- with the session's rank in its tenant's sender index (lib/sendable) and its last sign of life.
 -- A session that is banned or stopped keeps that status unless ARGV[4] forces it.
 -- ARGV[1] id, ARGV[2] new status or '', ARGV[3] now, ARGV[4] '1' force | '0',
 -- ARGV[5] desired 'active' | 'stopped' | '', ARGV[6] event JSON or '', ARGV[7] events cap,
@@ -33,4 +35,6 @@ end
 set_fields(sid, 12)
 push_event(sid, ARGV[6], tonumber(ARGV[7]))
 if new ~= old then note_status_change(sid, old, new, now) end
+note_sign_of_life(sid)
+sendable_refresh(sid)
 return {'ok', old, new}

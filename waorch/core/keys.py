@@ -61,6 +61,24 @@ SESSIONS_GONE = "sessions:gone"
 STORE_FORGET = "store:forget"
 
 
+# --- fleet-scale indexes (lua_scripts/lib/sendable.lua, waorch/sending/dispatch.py; docs/redis-keys.md) --
+# HASH level:<name> -> per_day, fallback, reroute_after_pause, sig, built: what the sender index ranks with
+SENDABLE_CONF = "sessions:sendable:conf"
+SESSIONS_PUMP_DUE = "sessions:pump:due"  # ZSET session id -> when its FIFO of routed messages needs slots
+LEASES_DUE = "leases:due"  # ZSET session id -> earliest expiry of its leases (or earlier)
+SESSIONS_LAST_PING = "sessions:last_ping"  # ZSET session id -> last sign of life (PING, start, restart)
+
+
+def sendable_sessions(tenant: str) -> str:
+    """ZSET live session id -> rank in the sender choice (tier * 1e9 + spare budget)."""
+    return f"sessions:sendable:{tenant}"
+
+
+def sendable_due(tenant: str) -> str:
+    """ZSET live session id -> when its rank in sessions:sendable:<tenant> rises by itself next."""
+    return f"sessions:sendable:due:{tenant}"
+
+
 def session_by_phone(phone: str) -> str:
     return f"session:by_phone:{phone}"
 

@@ -53,6 +53,15 @@ class Script:
         source(name)  # a missing script or include fails at import, not at the first call
 
     def __call__(self, r: redis.Redis, **values: Any) -> Any:
+        keys, argv = self._arguments(values)
+        return script(r, self.name)(keys=keys, args=argv)
+
+    def queue(self, r: redis.Redis, pipe: redis.client.Pipeline, **values: Any) -> None:
+        """Add the call to `pipe`, a pipeline of `r` (the pipeline loads the script if Redis lacks it)."""
+        keys, argv = self._arguments(values)
+        script(r, self.name)(keys=keys, args=argv, client=pipe)
+
+    def _arguments(self, values: dict[str, Any]) -> tuple[list[Any], list[Any]]:
         given = set(values)
         missing = {*self.keys, *self.args} - given
         unknown = given - self._names
@@ -61,7 +70,7 @@ class Script:
         argv = [values[name] for name in self.args]
         if self.rest:
             argv += list(values.get(self.rest, ()) or ())
-        return script(r, self.name)(keys=[values[name] for name in self.keys], args=argv)
+        return [values[name] for name in self.keys], argv
 
     def __repr__(self) -> str:
         return f"lua.Script({self.name!r})"

@@ -1,5 +1,9 @@
 """What the dashboard needs beyond the resource APIs: per-session queue depths and sends, queue
-totals, recent messages and failures; read from Redis in a few pipelined round trips."""
+totals, recent messages and failures; read from Redis in a few pipelined round trips.
+
+Bounded whatever the fleet's size: queue totals come from the message state counters that
+lib/message.lua keeps, the per-session figures for one page of sessions (SSCAN of sessions:all,
+`limit` at a time, resumed by `cursor`)."""
 
 from __future__ import annotations
 
@@ -15,6 +19,8 @@ from waorch.messages import records as messages
 CELERY_UNACKED = "unacked"  # kombu's HASH of delivered, not yet acknowledged tasks
 RECENT_SCANNED = 500  # newest messages looked at for the recent lists (bounded work per poll)
 RECENT_SHOWN = 10
+SESSIONS_PAGE = 500  # sessions per page by default (the dashboard shows this many loads)
+SESSIONS_PAGE_MAX = 1000
 FAILURES_SHOWN = 20
 DAY = 86400.0
 _MESSAGE_FIELDS = ("id", "status", "reason", "to", "sender", "from_requested", "session", "text",
@@ -22,9 +28,21 @@ _MESSAGE_FIELDS = ("id", "status", "reason", "to", "sender", "from_requested", "
 _PREVIEW = 80
 
 
-def session_load(r: redis.Redis, now: float) -> list[dict[str, Any]]:
-    """Per session: messages routed (waiting for a slot), scheduled, claimed, and sends in 24 h."""
-    ids = sorted(r.smembers(keys.SESSIONS_ALL))
+def session_page(r: redis.Redis, cursor: int = 0, limit: int = SESSIONS_PAGE) -> tuple[list[str], int]:
+    """About `limit` session ids from `cursor` (SSCAN order) and the cursor of the rest (0: none)."""
+    found: list[str] = []
+    while True:
+        cursor, ids = r.sscan(keys.SESSIONS_ALL, cursor=cursor, count=limit)
+        found += ids
+        if cursor == 0 or len(found) >= limit:
+            return sorted(found), cursor
+
+
+def session_load(r: redis.Redis, now: float, ids: list[str] | None = None) -> list[dict[str, Any]]:
+    """Per session of `ids` (default: the first page): messages routed (waiting for a slot),
+    scheduled, claimed, and sends in 24 h."""
+    if ids is None:
+        ids, _ = session_page(r)
     pipe = r.pipeline(transaction=False)
     for sid in ids:
         pipe.hget(keys.session(sid), "phone")
@@ -47,22 +65,25 @@ def session_load(r: redis.Redis, now: float) -> list[dict[str, Any]]:
     return found
 
 
-def queue_totals(r: redis.Redis, per_session: list[dict[str, Any]]) -> dict[str, Any]:
-    """Fleet-wide depths: unrouted messages, session queues, Celery queues, dead letters."""
+def queue_totals(r: redis.Redis) -> dict[str, Any]:
+    """Fleet-wide depths: unrouted messages, messages routed/scheduled/claimed (the state counters
+    of lib/message.lua, not a walk over the sessions), Celery queues, dead letters."""
     # kombu keeps each Celery queue as a Redis LIST named after it
     queues = [queue.name for queue in celeryconfig.task_queues]
     pipe = r.pipeline(transaction=False)
     pipe.zcard(keys.MESSAGES_UNROUTED)
+    pipe.hmget(keys.METRICS_MESSAGE_STATES, "routed", "scheduled", "claimed")
     for name in queues:
         pipe.llen(name)
     pipe.hlen(CELERY_UNACKED)
     pipe.zcard(keys.DEAD_LETTERS_ALL)
-    unrouted, *celery, unacked, dead = pipe.execute()
+    unrouted, states, *celery, unacked, dead = pipe.execute()
+    routed, scheduled, claimed = (max(0, int(n or 0)) for n in states)
     return {
         "unrouted": unrouted,
-        "routed": sum(s["routed"] for s in per_session),
-        "scheduled": sum(s["scheduled"] for s in per_session),
-        "claimed": sum(s["claimed"] for s in per_session),
+        "routed": routed,
+        "scheduled": scheduled,
+        "claimed": claimed,
         "celery": dict(zip(queues, celery, strict=True)),
         "celery_unacked": unacked,
         "dead_letters": dead,
@@ -95,10 +116,13 @@ def recent_messages(r: redis.Redis) -> tuple[list[dict[str, Any]], list[dict[str
     return recent, failures
 
 
-def overview(r: redis.Redis, now: float | None = None) -> dict[str, Any]:
-    """Everything the dashboard shows that no resource endpoint gives, with the server's time."""
+def overview(r: redis.Redis, now: float | None = None, cursor: int = 0,
+             limit: int = SESSIONS_PAGE) -> dict[str, Any]:
+    """Everything the dashboard shows that no resource endpoint gives, with the server's time:
+    the per-session figures of one page of sessions (`sessions_cursor` resumes: null at the end)."""
     now = time.time() if now is None else now
-    per_session = session_load(r, now)
+    ids, next_cursor = session_page(r, cursor, max(1, min(limit, SESSIONS_PAGE_MAX)))
     recent, failures = recent_messages(r)
-    return {"now": now, "sessions": per_session, "queues": queue_totals(r, per_session),
+    return {"now": now, "sessions": session_load(r, now, ids), "sessions_total": r.scard(keys.SESSIONS_ALL),
+            "sessions_cursor": next_cursor or None, "queues": queue_totals(r),
             "recent_messages": recent, "recent_failures": failures}

@@ -3,6 +3,8 @@
 Every round: desired sessions whose worker is gone are started, sessions whose PINGs stopped for
 WAORCH_PING_TIMEOUT are restarted (same proxy, same data), workers without a desired session are
 removed, sessions stranded on a BAD or removed proxy are moved, and stale proxy slots are freed.
+The silent ones come from sessions:last_ping (kept by the session scripts), and the ones to start
+from the desired set minus what the runner reports: a round reads only those sessions' records.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from waorch.core import keys, settings
 from waorch.fleet import lifecycle, proxy_failover
 from waorch.proxies.pool import ProxyPool, proxy_id, proxy_sessions_key
 from waorch.runners import ALIVE, Runner, RunnerUnavailable, get_runner
+from waorch.sending import dispatch as dispatching
 from waorch.sessions import registry as sessions
 from waorch.sessions import store as session_store
 
@@ -36,6 +39,7 @@ def reconcile(r: redis.Redis, runner: Runner | None = None, now: float | None = 
     _resolve_recovered(r, now, timeout)
     # free slots also change when sessions are deleted or proxies go BAD: the alert follows here
     lifecycle.check_inventory(r)
+    dispatching.ensure_indexes(r)  # sessions:last_ping of sessions from before it
     desired = r.smembers(keys.SESSIONS_ACTIVE)
     try:
         actual = runner.list()
@@ -46,15 +50,19 @@ def reconcile(r: redis.Redis, runner: Runner | None = None, now: float | None = 
                                 now, timeout)
         return {**report, "error": str(exc)}
 
-    for session_id in sorted(desired):
+    alive = {sid for sid, state in actual.items() if state in ALIVE}
+    for session_id in sorted(desired - alive):
         session = sessions.get_session(r, session_id)
         if session is None:
             continue
-        if actual.get(session_id) not in ALIVE:
-            error = _act(runner.start, session, report["started"])
-            if error:
-                sessions.transition(r, session_id, fields={"last_error": error[:300]})
-                _report_unstartable(r, session, error, now, timeout)
+        error = _act(runner.start, session, report["started"])
+        if error:
+            sessions.transition(r, session_id, fields={"last_error": error[:300]})
+            _report_unstartable(r, session, error, now, timeout)
+
+    for session_id in sorted(set(silent_sessions(r, now - timeout)) & desired & alive):
+        session = sessions.get_session(r, session_id)
+        if session is None:
             continue
         last_sign = max(session["last_ping"] or 0, session["started_at"] or 0)
         if now - last_sign > timeout:
@@ -76,6 +84,11 @@ def reconcile(r: redis.Redis, runner: Runner | None = None, now: float | None = 
         r, {sid for sid, state in actual.items() if state in ALIVE}, now)
 
     return report
+
+
+def silent_sessions(r: redis.Redis, since: float) -> list[str]:
+    """Desired sessions with no sign of life (PING, start, restart) since `since` (sessions:last_ping)."""
+    return r.zrangebyscore(keys.SESSIONS_LAST_PING, "-inf", f"({since:.3f}")
 
 
 def _act(action, session: dict, done: list[str]) -> str | None:

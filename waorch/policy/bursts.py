@@ -22,9 +22,9 @@ from waorch.sessions import registry as sessions
 log = logging.getLogger(__name__)
 
 JUDGE_DEMAND = lua.Script("policy/judge_demand", keys=("queue", "outbox", "leases", "pacing"),
-                          args=("now", "threshold", "cooldown"))
+                          args=("now", "threshold", "cooldown", "session_id"))
 JUDGE_SEND_LOG = lua.Script("policy/judge_send_log", keys=("sent", "pacing"),
-                            args=("now", "sent_at", "msg_id", "window", "allowed", "cooldown"))
+                            args=("now", "sent_at", "msg_id", "window", "allowed", "cooldown", "session_id"))
 
 
 def _subject(session_id: str, source: str) -> str:
@@ -41,22 +41,33 @@ def _raise(r: redis.Redis, session: dict, source: str, message: str, until: floa
                                                 "cooldown_until": until, **data}})
 
 
+def demand_threshold(pol: policy.Policy, level: policy.TrustLevel) -> int:
+    """Pending messages above which a session of `level` is in a demand burst."""
+    return math.floor(pol.bursts.demand_factor * level.per_day)
+
+
 def check_demand(r: redis.Redis, session: dict, now: float | None = None) -> str:
     """After routing work to `session`: a demand burst when pending work exceeds its budget."""
     now = time.time() if now is None else now
     pol = policy.get()
-    level = pol.level(session.get("trust_level"))
-    threshold = math.floor(pol.bursts.demand_factor * level.per_day)
+    threshold = demand_threshold(pol, pol.level(session.get("trust_level")))
     outcome, pending, until = JUDGE_DEMAND(
         r, queue=keys.session_queue(session["phone"]), outbox=keys.session_outbox(session["id"]),
         leases=keys.session_leases(session["id"]), pacing=keys.session_pacing(session["id"]),
-        now=f"{now:.6f}", threshold=threshold, cooldown=pol.bursts.cooldown_demand)
+        now=f"{now:.6f}", threshold=threshold, cooldown=pol.bursts.cooldown_demand, session_id=session["id"])
     if outcome == "burst":
-        message = (f"burst detected: {pending} messages queued for session {session['id']}, whose "
-                   f"{level.name} budget is {level.per_day}/day; cooling down")
-        _raise(r, session, "demand", message, float(until), {"pending": int(pending),
-                                                              "threshold": threshold})
+        report_demand_burst(r, session, int(pending), float(until))
     return outcome
+
+
+def report_demand_burst(r: redis.Redis, session: dict, pending: int, until: float) -> None:
+    """Alert and session event for a demand burst the Lua judge found (cooldown already set)."""
+    pol = policy.get()
+    level = pol.level(session.get("trust_level"))
+    message = (f"burst detected: {pending} messages queued for session {session['id']}, whose "
+               f"{level.name} budget is {level.per_day}/day; cooling down")
+    _raise(r, session, "demand", message, until, {"pending": pending,
+                                                   "threshold": demand_threshold(pol, level)})
 
 
 def after_send(r: redis.Redis, session_id: str, msg_id: str, sent_at: float,
@@ -74,7 +85,7 @@ def after_send(r: redis.Redis, session_id: str, msg_id: str, sent_at: float,
     outcome, count, until = JUDGE_SEND_LOG(
         r, sent=keys.session_sent(session_id), pacing=keys.session_pacing(session_id), now=f"{now:.6f}",
         sent_at=f"{sent_at:.6f}", msg_id=msg_id, window=window, allowed=allowed,
-        cooldown=pol.bursts.cooldown_send)
+        cooldown=pol.bursts.cooldown_send, session_id=session_id)
     if outcome == "burst":
         message = (f"burst detected: session {session_id} sent {count} messages in "
                    f"{window:g} s ({level.name} allows {allowed}); cooling down")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
@@ -30,26 +31,40 @@ LEADING_KEYWORDS = frozenset({"STOP", "UNSUBSCRIBE"})  # opt out even with more 
 
 def recipient_zones(phone: str) -> list[str]:
     """Time zones phonenumbers gives for the number (its country's when the number is unknown)."""
+    return list(_zones_of(phone))
+
+
+@lru_cache(maxsize=65536)  # a person written to again costs no parse (the router's hot path)
+def _zones_of(phone: str) -> tuple[str, ...]:
     try:
         number = phonenumbers.parse("+" + phone.lstrip("+"))
     except phonenumbers.NumberParseException:
-        return []
+        return ()
     zones = [z for z in phone_timezone.time_zones_for_number(number) if z != _UNKNOWN]
     if not zones:
         # pylint: disable-next=protected-access
         zones = [z for z in phone_timezone._country_level_time_zones_for_number(number)  # noqa: SLF001
                  if z != _UNKNOWN]
-    return zones
+    return tuple(zones)
 
 
-def _offsets(zones: list[str], now: float) -> list[int]:
+@lru_cache(maxsize=1024)
+def _zone(name: str) -> ZoneInfo | None:
+    """zoneinfo keeps only 8 zones strongly cached: a country with more reloaded its files per call."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def _offsets(zones: list[str] | tuple[str, ...], now: float) -> list[int]:
     moment = datetime.fromtimestamp(now, ZoneInfo("UTC"))
     found = []
     for name in zones:
-        try:
-            offset = moment.astimezone(ZoneInfo(name)).utcoffset() or timedelta(0)
-        except (ZoneInfoNotFoundError, ValueError):
+        zone = _zone(name)
+        if zone is None:
             continue
+        offset = moment.astimezone(zone).utcoffset() or timedelta(0)
         found.append(int(offset.total_seconds()))
     return sorted(found)
 
@@ -63,7 +78,14 @@ def quiet_window(phone: str, quiet: policy.QuietHours | None, now: float | None 
     if quiet is None:
         return ""
     now = time.time() if now is None else now
-    offsets = _offsets(recipient_zones(phone), now) or _offsets([quiet.fallback_timezone], now)
+    # offsets change only at a zone's clock change: the minute's value serves the whole minute
+    return _window(_zones_of(phone), quiet, int(now // 60))
+
+
+@lru_cache(maxsize=4096)
+def _window(zones: tuple[str, ...], quiet: policy.QuietHours, minute: int) -> str:
+    now = minute * 60.0
+    offsets = _offsets(zones, now) or _offsets([quiet.fallback_timezone], now)
     if not offsets:
         return ""
     length = ((quiet.end - quiet.start) % (24 * 60)) * 60

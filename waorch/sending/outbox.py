@@ -17,7 +17,7 @@ from waorch.policy.pacing import Pace, pace_for
 from waorch.sending import claim_wakeup
 from waorch.webhooks import events as client_events
 
-ROUTE = lua.Script("sending/route", keys=("queue", "unrouted"),
+ROUTE = lua.Script("sending/route", keys=("queue", "unrouted", "pump_due"),
                    args=("msg_id", "session_id", "sender", "now", "detail"))
 ACK = lua.Script("sending/ack", keys=("leases", "outbox", "pacing"),
                  args=("msg_id", "lease_token", "wa_id", "sent_at", "now", "session_id", "day"))
@@ -25,12 +25,15 @@ NACK = lua.Script("sending/nack", keys=("leases", "outbox"),
                   args=("msg_id", "lease_token", "reason", "retryable", "detail", "now", "max_attempts",
                         "retry_base"))
 REQUEUE_EXPIRED = lua.Script("sending/requeue_expired", keys=("leases", "outbox"), args=("now",))
+REQUEUE_DUE = lua.Script("sending/requeue_due", keys=("leases_due",), args=("now",), rest="session_ids")
 FAIL = lua.Script("sending/fail", keys=("unrouted", "outbox", "leases"),
                   args=("msg_id", "reason", "detail", "now"))
 RECORD_RECEIPT = lua.Script("sending/record_receipt", args=("msg_id", "status", "at"))
 
-RESERVE_SLOTS = lua.Script("sending/reserve_slots", keys=("queue", "outbox", "pacing", "sendlog", "session"),
-                           args=("now", "interval", "jitter", "horizon", "per_day"), rest="randoms")
+RESERVE_SLOTS = lua.Script("sending/reserve_slots",
+                           keys=("queue", "outbox", "pacing", "sendlog", "session", "pump_due"),
+                           args=("now", "interval", "jitter", "horizon", "per_day", "session_id"),
+                           rest="randoms")
 CLAIM = lua.Script("sending/claim", keys=("outbox", "leases", "pacing", "sendlog", "session"),
                    args=("now", "lease_seconds", "lease_token", "interval", "jitter", "random", "per_minute",
                          "per_day", "trust_level", "recipient_daily_cap", "max_examined", "release_random",
@@ -55,8 +58,9 @@ def route(r: redis.Redis, msg_id: str, session_id: str, phone: str, detail: str 
           now: float | None = None) -> bool:
     """Put a queued message on the session's FIFO (state routed); False if not queued."""
     now = time.time() if now is None else now
-    return bool(ROUTE(r, queue=keys.session_queue(phone), unrouted=keys.MESSAGES_UNROUTED, msg_id=msg_id,
-                      session_id=session_id, sender=phone, now=f"{now:.6f}", detail=detail))
+    return bool(ROUTE(r, queue=keys.session_queue(phone), unrouted=keys.MESSAGES_UNROUTED,
+                      pump_due=keys.SESSIONS_PUMP_DUE, msg_id=msg_id, session_id=session_id, sender=phone,
+                      now=f"{now:.6f}", detail=detail))
 
 
 def reserve_slots(r: redis.Redis, session_id: str, phone: str, pace: Pace,
@@ -68,6 +72,31 @@ def reserve_slots(r: redis.Redis, session_id: str, phone: str, pace: Pace,
     if scheduled:
         claim_wakeup.notify(r, session_id)
     return scheduled
+
+
+def reserve_slots_of(r: redis.Redis, sessions: list[tuple[str, str, Pace, int]],
+                     now: float | None = None) -> int:
+    """reserve_slots for several (session id, phone, pace, most slots wanted) in one round trip (and
+    one for wake-ups); returns how many were scheduled."""
+    if not sessions:
+        return 0
+    now = time.time() if now is None else now
+    pipe = r.pipeline(transaction=False)
+    for session_id, phone, pace, wanted in sessions:
+        batch = max(1, min(wanted, RESERVE_BATCH))
+        RESERVE_SLOTS.queue(r, pipe, **_reserve_arguments(session_id, phone, pace, now, None, batch))
+    results = pipe.execute()
+    total = 0
+    wake = r.pipeline(transaction=False)
+    for (session_id, *_), out in zip(sessions, results, strict=True):
+        total += int(out[0])
+        for msg_id in out[1:]:
+            client_events.message_changed(r, msg_id)
+        if int(out[0]):
+            wake.publish(keys.OUTBOX_WAKE, session_id)  # claim_wakeup.notify, pipelined
+    if total:
+        wake.execute()
+    return total
 
 
 def claim(r: redis.Redis, session_id: str, pace: Pace, now: float | None = None,
@@ -84,6 +113,9 @@ def claim(r: redis.Redis, session_id: str, pace: Pace, now: float | None = None,
         return Claim("wait", ready_at=float(result[1]))
     if result[0] == "empty":
         return Claim("empty")
+    # the lease sweep's index (requeue_leases_due); if this process dies before this line, the
+    # session's next PING (sessions/record_ping.lua) or its next claim (sending/claim.lua) covers it
+    r.zadd(keys.LEASES_DUE, {session_id: now + lease}, lt=True)
     record = r.hgetall(keys.message(result[1]))
     return Claim("claimed", message={
         "id": record["id"], "to": record.get("to"), "text": record.get("text", ""),
@@ -97,12 +129,18 @@ def reserve_in_redis(r: redis.Redis, session_id: str, phone: str, pace: Pace, no
                      batch: int = RESERVE_BATCH) -> tuple[int, list[str]]:
     """sending/reserve_slots.lua alone (no hooks): (scheduled, ids failed as suppressed)."""
     now = time.time() if now is None else now
-    out = RESERVE_SLOTS(r, queue=keys.session_queue(phone), outbox=keys.session_outbox(session_id),
-                        pacing=keys.session_pacing(session_id), sendlog=keys.session_sendlog(session_id),
-                        session=keys.session(session_id), now=f"{now:.6f}", interval=pace.interval,
-                        jitter=pace.jitter, horizon=settings.get().schedule_horizon,
-                        per_day=pace.per_day or 0, randoms=[f"{pace.draw(rng):.6f}" for _ in range(batch)])
+    out = RESERVE_SLOTS(r, **_reserve_arguments(session_id, phone, pace, now, rng, batch))
     return int(out[0]), list(out[1:])
+
+
+def _reserve_arguments(session_id: str, phone: str, pace: Pace, now: float, rng: random.Random | None,
+                       batch: int) -> dict[str, Any]:
+    return {"queue": keys.session_queue(phone), "outbox": keys.session_outbox(session_id),
+            "pacing": keys.session_pacing(session_id), "sendlog": keys.session_sendlog(session_id),
+            "session": keys.session(session_id), "pump_due": keys.SESSIONS_PUMP_DUE, "now": f"{now:.6f}",
+            "interval": pace.interval, "jitter": pace.jitter, "horizon": settings.get().schedule_horizon,
+            "per_day": pace.per_day or 0, "session_id": session_id,
+            "randoms": [f"{pace.draw(rng):.6f}" for _ in range(batch)]}
 
 
 def claim_in_redis(r: redis.Redis, session_id: str, pace: Pace, now: float, lease: int,
@@ -185,6 +223,26 @@ def nack(r: redis.Redis, session_id: str, msg_id: str, lease_token: str, reason:
     if outcome in ("retry", "failed"):
         trust.note_send(r, session_id, False, now)  # the trust review's failure rate
     return outcome
+
+
+def requeue_leases_due(r: redis.Redis, now: float | None = None, batch: int = 500) -> int:
+    """Expired leases of the sessions leases:due names as due, back to their outboxes; returns count.
+
+    Reads only the due entries, not every session: each claim enters its session (outbox.claim),
+    each PING its earliest lease (sessions/record_ping.lua), and this sweep moves each entry on.
+    """
+    now = time.time() if now is None else now
+    total = 0
+    while True:
+        due = r.zrangebyscore(keys.LEASES_DUE, "-inf", now, start=0, num=batch)
+        if not due:
+            return total
+        out = REQUEUE_DUE(r, leases_due=keys.LEASES_DUE, now=f"{now:.6f}", session_ids=due)
+        total += int(out[0])
+        for session_id in out[1:]:
+            claim_wakeup.notify(r, session_id)
+        if len(due) < batch:
+            return total
 
 
 def requeue_expired(r: redis.Redis, session_id: str, now: float | None = None) -> int:
